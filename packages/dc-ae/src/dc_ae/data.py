@@ -81,7 +81,8 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
         raise InputError(f"to_tensor: expected dtype uint8, found {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"to_tensor: expected an H x W x 3 RGB array, found shape {image.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    # np.require copies only read-only (e.g. PIL-backed) or strided arrays, which torch cannot wrap.
+    t = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float()
     return t / 127.5 - 1.0
 
 
@@ -94,9 +95,7 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     if not isinstance(tensor, torch.Tensor):
         raise InputError(f"to_uint8: expected a torch.Tensor, found {type(tensor).__name__}")
     if tensor.ndim not in (3, 4) or tensor.shape[-3] != 3:
-        raise InputError(
-            f"to_uint8: expected [3, H, W] or [B, 3, H, W], found shape {tuple(tensor.shape)}"
-        )
+        raise InputError(f"to_uint8: expected [3, H, W] or [B, 3, H, W], found shape {tuple(tensor.shape)}")
     if not tensor.is_floating_point():
         raise InputError(f"to_uint8: expected a floating-point tensor in [-1, 1], found {tensor.dtype}")
     t = tensor.detach().float().cpu()
@@ -139,8 +138,7 @@ def save_image(tensor: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     if isinstance(tensor, torch.Tensor) and tensor.ndim == 4:
         if tensor.shape[0] != 1:
             raise InputError(
-                f"save_image: expected one image, found a batch of {tensor.shape[0]} "
-                f"(shape {tuple(tensor.shape)})"
+                f"save_image: expected one image, found a batch of {tensor.shape[0]} (shape {tuple(tensor.shape)})"
             )
         tensor = tensor[0]
     array = to_uint8(tensor)
@@ -275,9 +273,7 @@ class ImageFolder(torch.utils.data.Dataset[torch.Tensor]):
             key=lambda p: p.relative_to(self.root).as_posix(),
         )
         if not self.paths:
-            raise InputError(
-                f"ImageFolder: no images ({', '.join(sorted(suffixes))}) found under {self.root}"
-            )
+            raise InputError(f"ImageFolder: no images ({', '.join(sorted(suffixes))}) found under {self.root}")
         self.crop_size = crop_size
         self.min_scale = float(min_scale)
         self.flip = flip
@@ -311,9 +307,7 @@ class ImageFolder(torch.utils.data.Dataset[torch.Tensor]):
         h, w = x.shape[-2:]
         th, tw = h - h % self.multiple, w - w % self.multiple
         if th == 0 or tw == 0:
-            raise InputError(
-                f"ImageFolder: image {path} is {h}x{w}, smaller than multiple={self.multiple}"
-            )
+            raise InputError(f"ImageFolder: image {path} is {h}x{w}, smaller than multiple={self.multiple}")
         top, left = (h - th) // 2, (w - tw) // 2
         return x[:, top : top + th, left : left + tw].contiguous()
 

@@ -78,14 +78,10 @@ def _check_image(x: object, name: str, *, channels: int | None = 3) -> torch.Ten
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{name}: expected a torch.Tensor, found {type(x).__name__}")
     if x.ndim != 4:
-        raise InputError(
-            f"{name}: expected a 4-D tensor [B, 3, H, W], found {x.ndim}-D with shape "
-            f"{tuple(x.shape)}"
-        )
+        raise InputError(f"{name}: expected a 4-D tensor [B, 3, H, W], found {x.ndim}-D with shape {tuple(x.shape)}")
     if channels is not None and x.shape[1] != channels:
         raise InputError(
-            f"{name}: expected {channels} channels (RGB) in dim 1, found {x.shape[1]} "
-            f"(shape {tuple(x.shape)})"
+            f"{name}: expected {channels} channels (RGB) in dim 1, found {x.shape[1]} (shape {tuple(x.shape)})"
         )
     if not x.is_floating_point():
         raise InputError(f"{name}: expected a floating-point tensor in [-1, 1], found {x.dtype}")
@@ -99,8 +95,7 @@ def _check_pair(
     y = _check_image(y, f"{what}: second image", channels=channels)
     if x.shape != y.shape:
         raise InputError(
-            f"{what}: the two images must have the same shape, found {tuple(x.shape)} and "
-            f"{tuple(y.shape)}"
+            f"{what}: the two images must have the same shape, found {tuple(x.shape)} and {tuple(y.shape)}"
         )
     if x.device != y.device:
         raise InputError(f"{what}: the two images are on different devices, {x.device} and {y.device}")
@@ -191,8 +186,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[-2:]
     if min(h, w) < _SSIM_WIN:
         raise InputError(
-            f"ssim: images must be at least {_SSIM_WIN}x{_SSIM_WIN} for the Gaussian window, "
-            f"found {h}x{w}"
+            f"ssim: images must be at least {_SSIM_WIN}x{_SSIM_WIN} for the Gaussian window, found {h}x{w}"
         )
     with _no_autocast(x.device):
         return _ssim_per_channel(_to_unit(x), _to_unit(y), _SSIM_WIN, _SSIM_SIGMA).mean(dim=1)
@@ -269,10 +263,7 @@ class LPIPS(nn.Module):
         for name in names:
             if name not in available or name == "":
                 sample = [n for n in available if n][:12]
-                raise ConfigError(
-                    f"LPIPS: backbone has no submodule named {name!r}; some available names: "
-                    f"{sample}"
-                )
+                raise ConfigError(f"LPIPS: backbone has no submodule named {name!r}; some available names: {sample}")
         self.backbone = backbone.eval().requires_grad_(False)
         self.layer_names = names
         self.scale_input = scale_input
@@ -282,18 +273,14 @@ class LPIPS(nn.Module):
         if linear_weights is not None:
             self.load_linear_weights(linear_weights)
 
-    def _make_hook(
-        self, name: str, captured: dict[str, torch.Tensor]
-    ) -> Callable[[nn.Module, object, object], None]:
+    def _make_hook(self, name: str, captured: dict[str, torch.Tensor]) -> Callable[[nn.Module, object, object], None]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             if name in captured:
                 # A module called more than once contributes its first output.
                 return
             if not isinstance(output, torch.Tensor) or output.ndim != 4:
                 got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-                raise ConfigError(
-                    f"LPIPS: layer {name!r} must output a [N, C, H, W] tensor, found {got}"
-                )
+                raise ConfigError(f"LPIPS: layer {name!r} must output a [N, C, H, W] tensor, found {got}")
             # Clone because a later in-place op (e.g. ReLU(inplace=True) after a hooked conv)
             # would otherwise overwrite the captured activation.
             captured[name] = output.clone()
@@ -315,8 +302,7 @@ class LPIPS(nn.Module):
         unexpected = sorted(set(state) - expected)
         if missing or unexpected:
             raise CheckpointError(
-                f"LPIPS linear weights for {n} layers: missing keys {missing}, unexpected keys "
-                f"{unexpected}"
+                f"LPIPS linear weights for {n} layers: missing keys {missing}, unexpected keys {unexpected}"
             )
         layers = []
         for i in range(n):
@@ -326,8 +312,7 @@ class LPIPS(nn.Module):
                 raise CheckpointError(f"LPIPS linear weights: {key} is a {type(w).__name__}, not a tensor")
             if w.ndim != 4 or w.shape[0] != 1 or w.shape[2:] != (1, 1):
                 raise CheckpointError(
-                    f"LPIPS linear weights: {key} must have shape [1, C, 1, 1], found "
-                    f"{tuple(w.shape)}"
+                    f"LPIPS linear weights: {key} must have shape [1, C, 1, 1], found {tuple(w.shape)}"
                 )
             layer = _NetLinLayer(int(w.shape[1]))
             with torch.no_grad():
@@ -358,10 +343,7 @@ class LPIPS(nn.Module):
         # the module deep-copies and pickles like any other.
         captured: dict[str, torch.Tensor] = {}
         modules = dict(self.backbone.named_modules())
-        handles = [
-            modules[name].register_forward_hook(self._make_hook(name, captured))
-            for name in self.layer_names
-        ]
+        handles = [modules[name].register_forward_hook(self._make_hook(name, captured)) for name in self.layer_names]
         try:
             self.backbone(x)
         except _StopForward:
@@ -371,9 +353,7 @@ class LPIPS(nn.Module):
                 handle.remove()
         missing = [n for n in self.layer_names if n not in captured]
         if missing:
-            raise ConfigError(
-                f"LPIPS: layers {missing} never ran during the backbone's forward pass"
-            )
+            raise ConfigError(f"LPIPS: layers {missing} never ran during the backbone's forward pass")
         return [captured[n].float() for n in self.layer_names]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:
@@ -472,10 +452,7 @@ def weight_free_loss(
             if side >= 3:
                 gxa, gya = _sobel(a_s)
                 gxb, gyb = _sobel(b_s)
-                grad_terms.append(
-                    ((gxa - gxb).abs().mean(dim=(1, 2, 3)) + (gya - gyb).abs().mean(dim=(1, 2, 3)))
-                    * 0.5
-                )
+                grad_terms.append(((gxa - gxb).abs().mean(dim=(1, 2, 3)) + (gya - gyb).abs().mean(dim=(1, 2, 3))) * 0.5)
         loss = ssim_weight * (1.0 - torch.stack(ssim_terms).mean(dim=0))
         if grad_terms:
             loss = loss + gradient_weight * torch.stack(grad_terms).mean(dim=0)
@@ -498,9 +475,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(
-            f"perceptual network weights: {path} does not hold a flat state dict of tensors"
-        )
+        raise CheckpointError(f"perceptual network weights: {path} does not hold a flat state dict of tensors")
     return dict(state)
 
 
@@ -580,9 +555,7 @@ class PerceptualLoss(nn.Module):
         if isinstance(path, LPIPS):
             return cls(path, **opts)
         if (backbone is None) != (layer_names is None):
-            raise ConfigError(
-                "PerceptualLoss.from_local: pass both backbone= and layer_names= (or neither)"
-            )
+            raise ConfigError("PerceptualLoss.from_local: pass both backbone= and layer_names= (or neither)")
         if path is None and backbone is None:
             warnings.warn(
                 "PerceptualLoss: no local LPIPS network was given, so the weight-free "
@@ -604,9 +577,7 @@ class PerceptualLoss(nn.Module):
             try:
                 backbone.load_state_dict(rest, strict=True)
             except RuntimeError as exc:
-                raise CheckpointError(
-                    f"perceptual network weights: {file} does not match the backbone: {exc}"
-                ) from exc
+                raise CheckpointError(f"perceptual network weights: {file} does not match the backbone: {exc}") from exc
         if not lin and not rest:
             raise CheckpointError(f"perceptual network weights: {file} holds no tensors")
         try:
@@ -631,4 +602,3 @@ class PerceptualLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, reduction={self.reduction!r}"
-
