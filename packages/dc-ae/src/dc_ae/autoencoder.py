@@ -97,7 +97,9 @@ class Decoder(nn.Module):
             if i < n - 1 and d[i] > 0:
                 up = Upsample(w[i + 1], w[i], cfg.upsample_block_type, shortcut=True)
             blocks = [
-                make_block(cfg.decoder_block_types[i], w[i], cfg.decoder_norms[i], cfg.decoder_acts[i], cfg.attention_head_dim)
+                make_block(
+                    cfg.decoder_block_types[i], w[i], cfg.decoder_norms[i], cfg.decoder_acts[i], cfg.attention_head_dim
+                )
                 for _ in range(d[i])
             ]
             stages.append(DecoderStage(up, blocks))
@@ -166,9 +168,7 @@ class DCAE(nn.Module):
                 "pass tile_size=... (or use dc_ae.tiled_encode/tiled_decode) to pad and crop"
             )
 
-    def encode(
-        self, x: torch.Tensor, tile_size: int | None = None, latent_channels: int | None = None
-    ) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, tile_size: int | None = None, latent_channels: int | None = None) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` in ``[-1, 1]`` -> latents ``[B, c, H/f, W/f]`` (unscaled).
 
         ``tile_size`` (pixels) encodes overlapping tiles and blends them; with it any ``H, W``

@@ -93,8 +93,7 @@ def detect_layout(keys: set[str] | list[str]) -> Layout:
     if any(k.startswith("encoder.stages.") or k.startswith("decoder.stages.") for k in keys):
         return "dc_ae"
     raise CheckpointError(
-        "not a DC-AE checkpoint: no encoder/decoder keys of a known layout "
-        f"(first keys: {sorted(keys)[:5]})"
+        f"not a DC-AE checkpoint: no encoder/decoder keys of a known layout (first keys: {sorted(keys)[:5]})"
     )
 
 
@@ -168,7 +167,9 @@ def _to_ours(state: dict[str, torch.Tensor], cfg: DCAEConfig, layout: Layout) ->
     return state
 
 
-def load_state_dict(source: Source, config: DCAEConfig | str | None = None) -> tuple[DCAEConfig, dict[str, torch.Tensor]]:
+def load_state_dict(
+    source: Source, config: DCAEConfig | str | None = None
+) -> tuple[DCAEConfig, dict[str, torch.Tensor]]:
     """Read ``source`` into (config, our state dict) without building a model. See :func:`load`."""
     meta: dict[str, str] = {}
     folder_cfg: dict[str, object] | None = None

@@ -76,7 +76,10 @@ class DCAEConfig(BaseModel):
         for field, value in per_stage.items():
             if len(value) != n:
                 raise ConfigError(f"{field} has {len(value)} entries, expected one per stage ({n})")
-        for field, depths in (("encoder_depth_list", self.encoder_depth_list), ("decoder_depth_list", self.decoder_depth_list)):
+        for field, depths in (
+            ("encoder_depth_list", self.encoder_depth_list),
+            ("decoder_depth_list", self.decoder_depth_list),
+        ):
             if any(d < 0 for d in depths):
                 raise ConfigError(f"{field} must be non-negative, got {depths}")
             if any(d == 0 for d in depths[1:]):
@@ -85,7 +88,8 @@ class DCAEConfig(BaseModel):
             if any(w <= 0 for w in widths):
                 raise ConfigError(f"{field} must be positive, got {widths}")
         for i, (width, kind) in enumerate(
-            list(zip(self.width_list, self.encoder_block_types)) + list(zip(self.decoder_widths, self.decoder_block_types))
+            list(zip(self.width_list, self.encoder_block_types, strict=True))
+            + list(zip(self.decoder_widths, self.decoder_block_types, strict=True))
         ):
             if kind != "ResBlock" and width % self.attention_head_dim:
                 raise ConfigError(

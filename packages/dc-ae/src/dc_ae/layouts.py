@@ -96,7 +96,11 @@ def _our_to_other(key: str, cfg: DCAEConfig, original: bool) -> str:
         return f"decoder.project_in.{'main.' if cfg.decoder_in_shortcut else ''}conv.{m[1]}"
     m = re.fullmatch(r"decoder\.stages\.(\d+)\.up\.conv\.(\w+)", key)
     if m:
-        return f"decoder.stages.{m[1]}.op_list.0.main.conv.conv.{m[2]}" if original else f"decoder.up_blocks.{m[1]}.0.conv.{m[2]}"
+        return (
+            f"decoder.stages.{m[1]}.op_list.0.main.conv.conv.{m[2]}"
+            if original
+            else f"decoder.up_blocks.{m[1]}.0.conv.{m[2]}"
+        )
     m = re.fullmatch(r"decoder\.stages\.(\d+)\.blocks\.(\d+)\.(.+)", key)
     if m:
         i = int(m[1])
@@ -149,7 +153,7 @@ def to_diffusers(state: dict[str, torch.Tensor], cfg: DCAEConfig) -> dict[str, t
         name = _our_to_other(k, cfg, False)
         if _is_qkv(k):
             base = name.rsplit(".", 2)[0]  # ...attn
-            for part, w in zip(("to_q", "to_k", "to_v"), v.chunk(3, dim=0)):
+            for part, w in zip(("to_q", "to_k", "to_v"), v.chunk(3, dim=0), strict=True):
                 out[f"{base}.{part}.weight"] = w[:, :, 0, 0].contiguous()
         elif _is_proj(k):
             out[name] = v[:, :, 0, 0].contiguous()
@@ -290,13 +294,17 @@ def config_from_diffusers(d: dict[str, Any], name: str = "custom") -> DCAEConfig
             decoder_width_list=tuple(d.get("decoder_block_out_channels", (128, 256, 512, 512, 1024, 1024))),
             encoder_depth_list=tuple(d.get("encoder_layers_per_block", (2, 2, 2, 3, 3, 3))),
             decoder_depth_list=tuple(d.get("decoder_layers_per_block", (3, 3, 3, 3, 3, 3))),
-            encoder_block_types=tuple(ours(k, s) for k, s in zip(enc_types, enc_scales)),
-            decoder_block_types=tuple(ours(k, s) for k, s in zip(dec_types, dec_scales)),
+            encoder_block_types=tuple(ours(k, s) for k, s in zip(enc_types, enc_scales, strict=True)),
+            decoder_block_types=tuple(ours(k, s) for k, s in zip(dec_types, dec_scales, strict=True)),
             downsample_block_type=(
-                "ConvPixelUnshuffle" if d.get("downsample_block_type", "pixel_unshuffle") == "pixel_unshuffle" else "Conv"
+                "ConvPixelUnshuffle"
+                if d.get("downsample_block_type", "pixel_unshuffle") == "pixel_unshuffle"
+                else "Conv"
             ),
             upsample_block_type=(
-                "ConvPixelShuffle" if d.get("upsample_block_type", "pixel_shuffle") == "pixel_shuffle" else "InterpolateConv"
+                "ConvPixelShuffle"
+                if d.get("upsample_block_type", "pixel_shuffle") == "pixel_shuffle"
+                else "InterpolateConv"
             ),
             decoder_norms=tuple(inv_norm[x] for x in per_stage("decoder_norm_types", "rms_norm")),
             decoder_acts=tuple(per_stage("decoder_act_fns", "silu")),
