@@ -15,10 +15,8 @@ evaluates reconstructions of whole images. This module provides the pieces that 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.resources
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dc_ae._io import atomic_output
 from dc_ae.errors import InputError
 
 __all__ = [
@@ -145,19 +144,8 @@ def save_image(tensor: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     fmt = Image.registered_extensions().get(dest.suffix.lower())
     if fmt is None:
         raise InputError(f"save_image: unknown image format for suffix {dest.suffix!r} of {dest}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(array).save(fh, format=fmt)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_output(dest) as tmp:
+        Image.fromarray(array).save(tmp, format=fmt)
     return dest
 
 
