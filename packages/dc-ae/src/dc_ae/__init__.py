@@ -32,6 +32,8 @@ _LAZY: dict[str, str] = {
     "evaluate_folder": "dc_ae.evaluate",
     "DEFAULT_MODEL": "dc_ae.pretrained",
     "load_default": "dc_ae.pretrained",
+    "TrainConfig": "dc_ae.train",
+    "TrainResult": "dc_ae.train",
 }
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from dc_ae.evaluate import EvalResult, ImageRecord, compression_ratio, evaluate_folder
     from dc_ae.pretrained import DEFAULT_MODEL, load_default
     from dc_ae.tiling import reconstruct, tiled_decode, tiled_encode
+    from dc_ae.train import TrainConfig, TrainResult
 
 
 def __getattr__(name: str) -> Any:
@@ -79,5 +82,7 @@ __all__ = [
     "evaluate_folder",
     "DEFAULT_MODEL",
     "load_default",
+    "TrainConfig",
+    "TrainResult",
     "__version__",
 ]
