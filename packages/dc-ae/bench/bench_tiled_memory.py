@@ -27,17 +27,17 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _rss_kib() -> int:
+def _status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS now, VmHWM peak)."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    raise RuntimeError("VmRSS not found in /proc/self/status")
+    raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
 def worker(preset: str, size: int, tile: int) -> dict[str, object]:
     """Decode one random ``size`` x ``size`` latent (tile 0: untiled) and report peak RSS in KiB."""
-    import resource
     import time
 
     import torch
@@ -54,12 +54,13 @@ def worker(preset: str, size: int, tile: int) -> dict[str, object]:
             fh.write("5")
     except OSError:
         reset = False
-    before = _rss_kib()
+    before = _status_kib("VmRSS")
     start = time.perf_counter()
     with torch.inference_mode():
         y = model.decode(z, tile_size=tile or None)  # (1, 3, size, size)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM rather than ru_maxrss, which a child inherits from a larger parent.
+    peak = _status_kib("VmHWM")
     assert y.shape[-2:] == (size, size)
     return {
         "size": size,

@@ -79,7 +79,7 @@ class Encoder(nn.Module):
         z = self.conv_out(x)
         if self.cfg.encoder_out_shortcut:
             z = z + space_to_channel_average(x, self.cfg.latent_channels, 1)
-        return z
+        return z.contiguous()  # EfficientViT stages leave channels-last strides behind
 
 
 class Decoder(nn.Module):
@@ -118,7 +118,7 @@ class Decoder(nn.Module):
             x = x + channel_to_space_duplicate(z, x.shape[1], 1)
         for stage in reversed(self.stages):
             x = stage(x)
-        return self.conv_out(self.act_out(self.norm_out(x)))
+        return self.conv_out(self.act_out(self.norm_out(x))).contiguous()  # see Encoder.forward
 
 
 class DCAE(nn.Module):
@@ -162,6 +162,10 @@ class DCAE(nn.Module):
             raise InputError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
         if x.numel() and not torch.isfinite(x).all():
             raise InputError(f"{what} contains NaN or Inf values")
+        if multiple is not None and (x.shape[-2] < multiple or x.shape[-1] < multiple):
+            raise InputError(
+                f"{what} size {tuple(x.shape[-2:])} is smaller than one latent pixel ({multiple}x{multiple})"
+            )
         if multiple is not None and (x.shape[-2] % multiple or x.shape[-1] % multiple):
             raise InputError(
                 f"{what} size {tuple(x.shape[-2:])} is not a multiple of {multiple}; "
@@ -183,8 +187,6 @@ class DCAE(nn.Module):
             z = tiled_encode(self, x, tile_size=tile_size)
         else:
             self._check(x, self.config.in_channels, "image", f)
-            if x.shape[-2] < f or x.shape[-1] < f:
-                raise InputError(f"image {tuple(x.shape[-2:])} is smaller than one latent pixel ({f}x{f})")
             z = self.encoder(x.to(self._param_dtype()))
         return self._prefix(z, latent_channels)
 

@@ -63,6 +63,9 @@ class EfficientViTBlock(nn.Module):
         self.ffn = GLUMBConv(channels, norm=norm, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Channels-last: oneDNN's depthwise convs run 2-3x faster in NHWC, and the layout carries on
+        # into the following stages (as it does in diffusers, whose numbers we then match exactly).
+        x = x.contiguous(memory_format=torch.channels_last)
         x = x + self.attn(x)
         return x + self.ffn(x)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -52,8 +52,8 @@ def save(model: DCAE, path: str | os.PathLike[str], layout: Layout = "dc_ae") ->
         _atomic_save(layouts.to_efficientvit(state, cfg), path, {**meta, "format": "pt"})
         return path
     if layout == "diffusers":
+        dcfg = layouts.diffusers_config(cfg)  # raises for configs diffusers cannot express: before any write
         path.mkdir(parents=True, exist_ok=True)
-        dcfg = layouts.diffusers_config(cfg)
         _atomic_save(layouts.to_diffusers(state, cfg), path / "diffusion_pytorch_model.safetensors", {"format": "pt"})
         _atomic_write_text(path / "config.json", json.dumps(dcfg, indent=2))
         return path
@@ -83,7 +83,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def detect_layout(keys: set[str] | list[str]) -> Layout:
+def detect_layout(keys: Iterable[str]) -> Layout:
     """Which layout a set of state-dict keys is in."""
     keys = set(keys)
     if any(".op_list." in k or k.startswith("encoder.project_in.") for k in keys):
@@ -182,11 +182,24 @@ def load_state_dict(
         folder_cfg = _config_json(file.parent)
     layout = detect_layout(state.keys())
     cfg = _as_config(config)
-    if cfg is None and "config" in meta:
+    if "config" in meta:
         try:
-            cfg = DCAEConfig.model_validate_json(meta["config"])
+            stored = DCAEConfig.model_validate_json(meta["config"])
         except ValueError as e:
             raise CheckpointError(f"the config stored in the checkpoint metadata is invalid: {e}") from e
+        # An explicit config that contradicts the file's own would load the weights under the wrong
+        # architecture or scaling factor whenever the shapes happen to agree (in vs mix presets).
+        if cfg is not None and cfg.model_dump(exclude={"name"}) != stored.model_dump(exclude={"name"}):
+            raise CheckpointError(
+                f"checkpoint {source} was saved for config {stored.name!r}, which differs from the config "
+                f"{cfg.name!r} passed to load: "
+                + ", ".join(
+                    f"{k}={v!r} (stored {getattr(stored, k)!r})"
+                    for k, v in cfg.model_dump(exclude={"name"}).items()
+                    if getattr(stored, k) != v
+                )
+            )
+        cfg = cfg if cfg is not None else stored
     if cfg is None and folder_cfg is not None:
         if "model_name" in folder_cfg:  # efficientvit's PyTorchModelHubMixin config.json
             cfg = DCAEConfig.from_name(str(folder_cfg["model_name"]))

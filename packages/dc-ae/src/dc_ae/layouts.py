@@ -176,7 +176,7 @@ def from_diffusers(state: dict[str, torch.Tensor], cfg: DCAEConfig) -> dict[str,
             expected[name] = shape[:2]
         else:
             expected[name] = shape
-    _check(state, expected, "diffusers")
+    _check(state, expected, "diffusers", cfg.name)
     out: dict[str, torch.Tensor] = {}
     for k in ours:
         name = _our_to_other(k, cfg, False)
@@ -194,10 +194,10 @@ def from_diffusers(state: dict[str, torch.Tensor], cfg: DCAEConfig) -> dict[str,
 def check_keys(state: dict[str, torch.Tensor], names: dict[str, str], cfg: DCAEConfig, layout: str) -> None:
     """Raise a :class:`CheckpointError` listing missing, unexpected and mis-shaped keys."""
     ours = _our_keys(cfg)
-    _check(state, {other: ours[k] for other, k in names.items()}, layout)
+    _check(state, {other: ours[k] for other, k in names.items()}, layout, cfg.name)
 
 
-def _check(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], layout: str) -> None:
+def _check(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], layout: str, config_name: str) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     misshaped = sorted(
@@ -210,7 +210,7 @@ def _check(state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
         for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
             if items:
                 parts.append(f"{len(items)} {title}: " + _clip(items))
-        raise CheckpointError(f"{layout} checkpoint does not match the config: " + "; ".join(parts))
+        raise CheckpointError(f"{layout} checkpoint does not match the config {config_name!r}: " + "; ".join(parts))
 
 
 def _clip(items: Iterable[str], n: int = 8) -> str:
@@ -284,14 +284,17 @@ def config_from_diffusers(d: dict[str, Any], name: str = "custom") -> DCAEConfig
         return "EViTS5_GLU" if sc == [5] else "EViT_GLU"
 
     inv_norm = {v: k for k, v in _DIFF_NORM.items()}
+    widths = tuple(d.get("encoder_block_out_channels", (128, 256, 512, 512, 1024, 1024)))
+    decoder_widths = tuple(d.get("decoder_block_out_channels", (128, 256, 512, 512, 1024, 1024)))
     try:
         return DCAEConfig(
             name=name,
             in_channels=d.get("in_channels", 3),
             latent_channels=d.get("latent_channels", 32),
             attention_head_dim=d.get("attention_head_dim", 32),
-            width_list=tuple(d.get("encoder_block_out_channels", (128, 256, 512, 512, 1024, 1024))),
-            decoder_width_list=tuple(d.get("decoder_block_out_channels", (128, 256, 512, 512, 1024, 1024))),
+            width_list=widths,
+            # None when equal, as in the presets, so that equal architectures compare equal.
+            decoder_width_list=None if decoder_widths == widths else decoder_widths,
             encoder_depth_list=tuple(d.get("encoder_layers_per_block", (2, 2, 2, 3, 3, 3))),
             decoder_depth_list=tuple(d.get("decoder_layers_per_block", (3, 3, 3, 3, 3, 3))),
             encoder_block_types=tuple(ours(k, s) for k, s in zip(enc_types, enc_scales, strict=True)),

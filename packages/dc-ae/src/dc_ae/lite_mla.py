@@ -69,14 +69,23 @@ class LiteMLA(nn.Module):
         self.norm = make_norm(norm, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv(x)  # (B, 3*inner, H, W)
+        qkv = _pointwise(x, self.qkv.weight)  # (B, 3*inner, H, W), channels-last strides
         qkv = torch.cat([qkv] + [op(qkv) for op in self.aggreg], dim=1)
         H, W = x.shape[-2:]
         if H * W > self.head_dim:
             out = relu_linear_attention(qkv, self.head_dim)
         else:
             out = relu_quadratic_attention(qkv, self.head_dim)
-        return self.norm(self.proj(out))
+        return self.norm(_pointwise(out, self.proj.weight))
+
+
+def _pointwise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A bias-free 1x1 conv as one matmul over the pixels; the result has channels-last strides.
+
+    On CPU this skips oneDNN's layout reorders around a 1x1 conv, leaves the multi-scale depthwise
+    convs in the fast channels-last layout, and gives diffusers' ``Linear`` results bit for bit.
+    """
+    return F.linear(x.movedim(1, -1), weight.flatten(1)).movedim(-1, 1)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
