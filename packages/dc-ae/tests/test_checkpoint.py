@@ -14,34 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from dcae_testing import random_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 import dc_ae
 from dc_ae import DCAE, CheckpointError, DCAEConfig, layouts
 from dc_ae import checkpoint as checkpoint_module
-from dc_ae.norms import RMSNorm2d
 
 TINY = ["tiny-f4", "tiny-f8", "tiny-f4-resblock", "tiny-f8-in"]
 LAYOUTS = ["dc_ae", "efficientvit", "diffusers"]
-
-
-def random_model(cfg: DCAEConfig | str, seed: int = 0) -> DCAE:
-    cfg = DCAEConfig.from_name(cfg) if isinstance(cfg, str) else cfg
-    torch.manual_seed(seed)
-    model = DCAE(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, RMSNorm2d | nn.BatchNorm2d):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-                m.num_batches_tracked.fill_(3)
-    return model.eval()
 
 
 def target(tmp_path: Path, layout: str) -> Path:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from dcae_testing import random_model
 from torch import nn
 
 import dc_ae
 from dc_ae import DCAE, CheckpointError, DCAEConfig, layouts, preset_names
-from dc_ae.norms import RMSNorm2d
 
 TINY = ["tiny-f4", "tiny-f8", "tiny-f4-resblock", "tiny-f8-in", "dc-ae-f32c32-small"]
 V15 = ["dc-ae-f32c128-1.5", "dc-ae-f64c128-1.5"]
@@ -36,24 +36,6 @@ def shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
 
 def efficientvit_shapes(name: str) -> dict[str, tuple[int, ...]]:
     return shapes(layouts.to_efficientvit(meta_state(name), DCAEConfig.from_name(name)))
-
-
-def random_model(name: str | DCAEConfig, seed: int = 0) -> DCAE:
-    """Default PyTorch init (well-conditioned attention denominators) plus non-trivial norm stats."""
-    cfg = DCAEConfig.from_name(name) if isinstance(name, str) else name
-    torch.manual_seed(seed)
-    model = DCAE(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, RMSNorm2d | nn.BatchNorm2d):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-                m.num_batches_tracked.fill_(7)
-    return model.eval()
 
 
 def diffusers_model(cfg: DCAEConfig, meta: bool = False) -> nn.Module:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from dcae_testing import randomize_norms
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -34,20 +35,6 @@ EPS = 1e-15
 
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial norm affine parameters and BN running statistics, so that a wrong formula shows."""
-    g = seeded(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, RMSNorm2d | nn.BatchNorm2d):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-    return model
 
 
 def tiny_model(name: str, seed: int = 0) -> DCAE:

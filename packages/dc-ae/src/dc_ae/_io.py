@@ -26,6 +26,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        # Flush the bytes to disk before the rename, so a power cut cannot leave an empty file.
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)

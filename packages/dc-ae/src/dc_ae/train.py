@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from dc_ae._io import atomic_output
 from dc_ae.autoencoder import DCAE
 from dc_ae.config import DCAEConfig, preset_names
 from dc_ae.discriminator import PatchDiscriminator, adaptive_gan_weight, d_hinge_loss, g_hinge_loss
@@ -402,17 +402,8 @@ class _StepBatches(torch.utils.data.Sampler[list[int]]):
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _load_state(path: Path) -> dict[str, Any]:
