@@ -721,6 +721,8 @@ def train(
                 err=True,
             )
         result = run_training(cfg, progress=not as_json)
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
+            return
         summary = {
             "step": result.step,
             "completed": result.completed,

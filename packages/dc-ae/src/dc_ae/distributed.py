@@ -10,6 +10,7 @@ and only rank 0 logs and writes files.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dc_ae.errors import TrainingError
+
+_DDP_PARAMS = inspect.signature(DistributedDataParallel.__init__).parameters
 
 __all__ = [
     "DistInfo",
@@ -106,7 +109,11 @@ def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
         return module  # DDP refuses modules with nothing to synchronise; frozen modules need none
     ids = [info.device.index] if info.device.type == "cuda" else None
     # broadcast_buffers: BatchNorm statistics follow rank 0, so all ranks stay identical.
-    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+    # gradient_as_bucket_view: gradients live in the all-reduce buckets, which saves a copy and
+    # keeps channels-last parameters' gradients from being re-laid out on every step.
+    # Newer torch renamed broadcast_buffers (and warns about the old name); same behaviour.
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in _DDP_PARAMS else "broadcast_buffers"
+    return DistributedDataParallel(module, device_ids=ids, gradient_as_bucket_view=True, **{sync: True})
 
 
 def unwrap(module: nn.Module) -> nn.Module:
