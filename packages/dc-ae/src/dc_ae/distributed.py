@@ -112,8 +112,9 @@ def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
     # gradient_as_bucket_view: gradients live in the all-reduce buckets, which saves a copy and
     # keeps channels-last parameters' gradients from being re-laid out on every step.
     # Newer torch renamed broadcast_buffers (and warns about the old name); same behaviour.
-    sync = "forward_sync_buffers" if "forward_sync_buffers" in _DDP_PARAMS else "broadcast_buffers"
-    return DistributedDataParallel(module, device_ids=ids, gradient_as_bucket_view=True, **{sync: True})
+    if "forward_sync_buffers" in _DDP_PARAMS:
+        return DistributedDataParallel(module, device_ids=ids, gradient_as_bucket_view=True, forward_sync_buffers=True)
+    return DistributedDataParallel(module, device_ids=ids, gradient_as_bucket_view=True, broadcast_buffers=True)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

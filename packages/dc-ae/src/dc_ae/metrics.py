@@ -30,7 +30,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -315,8 +315,10 @@ class LPIPS(nn.Module):
                     f"LPIPS linear weights: {key} must have shape [1, C, 1, 1], found {tuple(w.shape)}"
                 )
             layer = _NetLinLayer(int(w.shape[1]))
+            conv = layer.model[1]
+            assert isinstance(conv, nn.Conv2d)
             with torch.no_grad():
-                layer.model[1].weight.copy_(w.float())
+                conv.weight.copy_(w.float())
             layers.append(layer.requires_grad_(False).eval())
         device = self.shift.device
         for i in range(self.num_linear):
@@ -546,7 +548,7 @@ class PerceptualLoss(nn.Module):
         A missing, unreadable or mismatched file raises :class:`~dc_ae.errors.CheckpointError`
         rather than falling back silently.
         """
-        opts = {
+        opts: dict[str, Any] = {
             "scales": scales,
             "ssim_weight": ssim_weight,
             "gradient_weight": gradient_weight,
