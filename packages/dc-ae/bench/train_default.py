@@ -89,7 +89,7 @@ def _latent_std(model: dc_ae.DCAE, folder: Path, resolution: int, n: int = 64) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/default"), help="run folder (resumes if it holds a state)")
-    ap.add_argument("--steps", type=int, default=1000, help="optimiser steps (fixed for reproducibility)")
+    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps (fixed for reproducibility)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--resolution", type=int, default=128, help="random-crop size in pixels")
     ap.add_argument("--min-scale", type=float, default=0.35, help="crops come from the photo rescaled by [s, 1]")

@@ -26,5 +26,6 @@ class RMSNorm2d(nn.Module):
         xf = x.float()
         y = xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + self.eps)
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
+        # One fused multiply-add for the affine part: a single pass over the largest maps.
+        y = torch.addcmul(self.bias.float().view(shape), y, self.weight.float().view(shape))
         return y.to(x.dtype)
