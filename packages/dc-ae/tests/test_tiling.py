@@ -366,7 +366,7 @@ def peak_rss_kib(size: int, tile: int) -> int:
     return int(out.stdout.split()[-1])
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB and resettable on Linux only")
+@pytest.mark.skipif(sys.platform != "linux", reason="peak memory is read from /proc/self/status, which only Linux has")
 def test_peak_memory_is_set_by_the_tile_not_the_image() -> None:
     small, large = peak_rss_kib(256, 16), peak_rss_kib(1024, 16)  # 128-px tiles; 16x the pixels
     untiled = peak_rss_kib(1024, 0)

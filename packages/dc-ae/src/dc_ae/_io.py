@@ -7,8 +7,9 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_output"]
+__all__ = ["atomic_output", "read_safetensors"]
 
 
 @contextlib.contextmanager
@@ -35,3 +36,16 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_safetensors(path: Path, error: type[Exception], what: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors and ``__metadata__`` of a safetensors file; a truncated or corrupt file raises ``error``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise error(f"cannot read {what} {path} as safetensors (truncated or corrupt?): {e}") from None

@@ -24,6 +24,20 @@ from dc_ae.residual_autoencoding import (
 __all__ = ["DCAE", "Encoder", "Decoder"]
 
 
+def check_tensor(x: torch.Tensor, name: str, channels: int) -> None:
+    """Raise :class:`InputError` unless ``x`` is a floating-point ``[B, channels, H>0, W>0]`` tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise InputError(f"{name} must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise InputError(f"{name} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.shape[-2] < 1 or x.shape[-1] < 1:
+        raise InputError(f"{name} must have a non-empty spatial size, got {tuple(x.shape[-2:])}")
+
+
 class EncoderStage(nn.Module):
     def __init__(self, blocks: list[nn.Module], down: nn.Module | None) -> None:
         super().__init__()
@@ -152,14 +166,7 @@ class DCAE(nn.Module):
         return next(self.parameters()).dtype
 
     def _check(self, x: torch.Tensor, channels: int, what: str, multiple: int | None) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise InputError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise InputError(f"{what} must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
-        if x.shape[1] != channels:
-            raise InputError(f"{what} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-        if not x.is_floating_point():
-            raise InputError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
+        check_tensor(x, what, channels)
         if x.numel() and not torch.isfinite(x).all():
             raise InputError(f"{what} contains NaN or Inf values")
         if multiple is not None and (x.shape[-2] < multiple or x.shape[-1] < multiple):

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
 from dc_ae import layouts
-from dc_ae._io import atomic_output
+from dc_ae._io import atomic_output, read_safetensors
 from dc_ae.autoencoder import DCAE
 from dc_ae.config import DCAEConfig, preset_names
 from dc_ae.errors import CheckpointError
@@ -98,13 +97,7 @@ def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise CheckpointError(f"{path} does not hold a state dict of tensors")
         return dict(obj), {}
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path} as safetensors (truncated or corrupt?): {e}") from e
-    return state, meta
+    return read_safetensors(path, CheckpointError, "checkpoint")
 
 
 def _config_json(folder: Path) -> dict[str, object] | None:

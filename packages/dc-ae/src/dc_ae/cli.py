@@ -367,19 +367,12 @@ def encode(
 
 
 def _read_latent(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
+    from dc_ae._io import read_safetensors
     from dc_ae.errors import InputError
 
     if not path.is_file():
         raise InputError(f"no latent file at {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"cannot read latent file {path} as safetensors (truncated or corrupt?): {exc}") from None
+    tensors, meta = read_safetensors(path, InputError, "latent file")
     if set(tensors) != {"latent"}:
         raise InputError(f"latent file {path} must hold one tensor named 'latent', found {sorted(tensors)}")
     z = tensors["latent"]

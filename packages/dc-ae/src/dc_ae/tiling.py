@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
+from dc_ae.autoencoder import check_tensor
 from dc_ae.errors import InputError
 
 if TYPE_CHECKING:
@@ -127,19 +128,6 @@ def blend_weights(spans: list[tuple[int, int]], ramp: Ramp = "linear") -> list[t
     return weights
 
 
-def _check_tensor(x: torch.Tensor, name: str, channels: int) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise InputError(f"{name} must be 4-D [B, C, H, W], got shape {tuple(x.shape)}")
-    if x.shape[1] != channels:
-        raise InputError(f"{name} must have {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-    if not x.is_floating_point():
-        raise InputError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.shape[-2] < 1 or x.shape[-1] < 1:
-        raise InputError(f"{name} must have a non-empty spatial size, got {tuple(x.shape[-2:])}")
-
-
 def _check_tile_args(tile_size: int, overlap: int | None, ramp: Ramp = "linear") -> None:
     if ramp not in ("linear", "cosine"):
         raise InputError(f"ramp must be 'linear' or 'cosine', got {ramp!r}")
@@ -231,7 +219,7 @@ def tiled_encode(
     """
     _check_tile_args(tile_size, overlap, ramp)
     f = model.spatial_compression
-    _check_tensor(x, "x", model.config.in_channels)
+    check_tensor(x, "x", model.config.in_channels)
     tile, lap = _latent_tiling(tile_size, overlap, f)
     dtype = _param_dtype(model)
     xp = _pad_to_multiple(x, f)  # (B, 3, ceil(H/f)*f, ceil(W/f)*f)
@@ -255,7 +243,7 @@ def tiled_decode(
     _check_tile_args(tile_size, overlap, ramp)
     if isinstance(z, torch.Tensor):
         z = model._pad_channels(z)
-    _check_tensor(z, "z", model.config.latent_channels)
+    check_tensor(z, "z", model.config.latent_channels)
     lap = default_overlap(int(tile_size)) if overlap is None else int(overlap)
     tile = int(tile_size)
     dtype = _param_dtype(model)
@@ -276,7 +264,7 @@ def reconstruct(
     in latent units for decoding), and crops back to the input size.
     """
     f = model.spatial_compression
-    _check_tensor(x, "x", model.config.in_channels)
+    check_tensor(x, "x", model.config.in_channels)
     height, width = x.shape[-2:]
     if tile_size is None:
         if overlap is not None:
