@@ -21,27 +21,34 @@ Examples::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from dc_ae._cli_utils import (
+    Loaded,
+    build_lpips,
+    check_image_size,
+    clean_errors,
+    count_params,
+    echo_json,
+    encode_any_size,
+    fmt_params,
+    load_model,
+    meta_model,
+    preset,
+)
 from dc_ae._io import atomic_output
 
 if TYPE_CHECKING:
     import torch
 
-    from dc_ae.autoencoder import DCAE
     from dc_ae.config import DCAEConfig
-    from dc_ae.metrics import LPIPS
 
 __all__ = ["app"]
 
@@ -83,138 +90,6 @@ class Layout(StrEnum):
 
 
 # --------------------------------------------------------------------------------------------
-# shared helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
-@contextlib.contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Turn the package's own errors into one line on stderr and exit code 2 (no traceback)."""
-    from pydantic import ValidationError
-
-    from dc_ae.errors import DCAEError
-
-    try:
-        yield
-    except (DCAEError, ValidationError) as exc:
-        raise _fail(_one_line(exc)) from None
-    except OSError as exc:  # unreadable input, unwritable output, full disk
-        raise _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
-
-
-def _one_line(exc: Exception) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
-    return " ".join(str(exc).split())
-
-
-def _echo_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2))
-
-
-def _warn(message: str) -> None:
-    typer.secho(message, err=True, fg=typer.colors.YELLOW, bold=True)
-
-
-@dataclass
-class _Loaded:
-    model: DCAE
-    source: str  # how the weights were found, for people
-    random_weights: bool
-
-
-def _load_model(model: str | None, config: str | None) -> _Loaded:
-    """``--model`` -> a model in eval mode: the embedded default, a checkpoint, or a random preset."""
-    import torch
-
-    import dc_ae
-    from dc_ae.errors import CheckpointError, ConfigError
-    from dc_ae.pretrained import DEFAULT_MODEL, default_weights_path, load_default
-
-    if model is None:
-        if config is not None:
-            raise ConfigError("--config applies to a checkpoint given with --model, not to the embedded default")
-        return _Loaded(load_default(), f"embedded default {DEFAULT_MODEL} ({default_weights_path()})", False)
-    path = Path(model)
-    if path.exists():
-        try:
-            net = dc_ae.load(path, config=config).float()
-        except CheckpointError as exc:
-            with_config = f" with --config {config}" if config else ""
-            raise CheckpointError(f"--model {path}{with_config}: {exc}") from None
-        return _Loaded(net, f"checkpoint {path}", False)
-    if config is not None:
-        raise ConfigError(f"--model {model!r}: no such checkpoint file or folder (--config is for checkpoints)")
-    cfg = _preset(model, "--model ")
-    torch.manual_seed(0)  # the same random model on every run, so its outputs at least repeat
-    net = dc_ae.DCAE(cfg).eval()
-    _warn(
-        f"WARNING: --model {model} is a preset with RANDOM, UNTRAINED weights (no checkpoint was loaded). "
-        "Its outputs are meaningless and its scores say nothing about the reconstruction quality of "
-        f"{model}. Pass a checkpoint file, or omit --model for the embedded trained model."
-    )
-    return _Loaded(net, f"preset {model} (random weights)", True)
-
-
-def _preset(name: str, what: str = "") -> DCAEConfig:
-    """The preset ``name``, or an error that tells a missing file from a misspelt preset."""
-    from dc_ae.config import DCAEConfig
-    from dc_ae.errors import ConfigError
-
-    try:
-        return DCAEConfig.from_name(name)
-    except ConfigError as exc:
-        if os.sep in name or Path(name).suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt"):
-            raise ConfigError(
-                f"{what}{name!r}: no such checkpoint file or folder (nor a preset; see `dc-ae info --presets`)"
-            ) from None
-        raise ConfigError(f"{what}{name!r} is neither an existing checkpoint file/folder nor a preset: {exc}") from None
-
-
-def _n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def _meta_model(cfg: DCAEConfig) -> DCAE:
-    import torch
-
-    from dc_ae.autoencoder import DCAE
-
-    # Parameter counts need shapes, not memory: a meta model of f128c512 allocates nothing.
-    with torch.device("meta"):
-        return DCAE(cfg)
-
-
-def _encode_any_size(model: DCAE, x: torch.Tensor, tile_size: int | None) -> torch.Tensor:
-    from dc_ae.tiling import tiled_encode
-
-    f = model.spatial_compression
-    if tile_size is None:
-        # One tile that covers the padded image is plain whole-image encoding of the padded image.
-        tile_size = f * math.ceil(max(x.shape[-2:]) / f)
-    return tiled_encode(model, x, tile_size=tile_size)  # [B, c, ceil(H/f), ceil(W/f)]
-
-
-def _check_image_size(model: DCAE, x: torch.Tensor) -> None:
-    from dc_ae.errors import InputError
-
-    f, (h, w) = model.spatial_compression, x.shape[-2:]
-    if h < f or w < f:
-        raise InputError(f"image {h}x{w} is smaller than one latent pixel of {model.config.name} ({f}x{f} pixels)")
-
-
-def _fmt_params(n: int) -> str:
-    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n / 1e3:.1f} k"
-
-
-# --------------------------------------------------------------------------------------------
 # info
 # --------------------------------------------------------------------------------------------
 
@@ -222,15 +97,15 @@ def _fmt_params(n: int) -> str:
 def _config_summary(cfg: DCAEConfig) -> dict[str, Any]:
     from dc_ae.evaluate import compression_ratio
 
-    meta = _meta_model(cfg)
+    meta = meta_model(cfg)
     return {
         "name": cfg.name,
         "spatial_compression": cfg.spatial_compression,
         "latent_channels": cfg.latent_channels,
         "compression_ratio": compression_ratio(cfg),
-        "parameters": _n_params(meta),
-        "encoder_parameters": _n_params(meta.encoder),
-        "decoder_parameters": _n_params(meta.decoder),
+        "parameters": count_params(meta),
+        "encoder_parameters": count_params(meta.encoder),
+        "decoder_parameters": count_params(meta.decoder),
         "scaling_factor": cfg.scaling_factor,
         "width_list": list(cfg.width_list),
         "encoder_depth_list": list(cfg.encoder_depth_list),
@@ -265,14 +140,14 @@ def info(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a model's configuration: compression, latent channels, parameters, stages, scaling factor."""
-    with _clean_errors():
+    with clean_errors():
         from dc_ae.config import DCAEConfig, preset_names
         from dc_ae.pretrained import DEFAULT_MODEL, default_weights_path, load_default
 
         if presets:
             rows = [_config_summary(DCAEConfig.from_name(n)) for n in preset_names()]
             if as_json:
-                _echo_json(rows)
+                echo_json(rows)
                 return
             _print_presets(rows)
             return
@@ -285,15 +160,15 @@ def info(
             cfg, extra = _checkpoint_info(Path(model), config)
             extra["weights"] = "from checkpoint"
         else:
-            cfg = _preset(model)
+            cfg = preset(model)
             extra = {"weights": "none (a preset: a model built from it has random weights)"}
         summary = {**_config_summary(cfg), **extra}
         if as_json:
-            _echo_json(summary)
+            echo_json(summary)
             return
         for key, value in summary.items():
             if isinstance(value, int) and key.endswith("parameters"):
-                value = f"{_fmt_params(value)} ({value:,})"
+                value = f"{fmt_params(value)} ({value:,})"
             elif key == "compression_ratio":
                 value = f"{value:g}x  (elements: H*W*3 / (h*w*c))"
             elif key == "spatial_compression":
@@ -317,7 +192,7 @@ def _print_presets(rows: list[dict[str, Any]]) -> None:
             str(r["spatial_compression"]),
             str(r["latent_channels"]),
             f"{r['compression_ratio']:g}x",
-            _fmt_params(r["parameters"]),
+            fmt_params(r["parameters"]),
             f"{r['scaling_factor']:g}",
         )
     Console().print(table)
@@ -337,17 +212,17 @@ def encode(
     tile_size: TileOpt = None,
 ) -> None:
     """Encode an image into its (unscaled) latent, stored with the model and image size."""
-    with _clean_errors():
+    with clean_errors():
         import torch
         from safetensors.torch import save_file
 
         from dc_ae.data import load_image
 
-        loaded = _load_model(model, config)
+        loaded = load_model(model, config)
         x = load_image(image)  # [1, 3, H, W]
-        _check_image_size(loaded.model, x)
+        check_image_size(loaded.model, x)
         with torch.inference_mode():
-            z = _encode_any_size(loaded.model, x, tile_size).float().contiguous()  # [1, c, h, w]
+            z = encode_any_size(loaded.model, x, tile_size).float().contiguous()  # [1, c, h, w]
         cfg = loaded.model.config
         meta = {
             "format": LATENT_FORMAT,
@@ -392,7 +267,7 @@ def decode(
     tile_size: TileOpt = None,
 ) -> None:
     """Decode a latent file back into an image, cropped to the size recorded by `encode`."""
-    with _clean_errors():
+    with clean_errors():
         import torch
 
         from dc_ae.config import DCAEConfig
@@ -400,7 +275,7 @@ def decode(
         from dc_ae.errors import InputError
 
         z, meta = _read_latent(latent)
-        loaded = _load_model(model, config)
+        loaded = load_model(model, config)
         cfg = loaded.model.config
         if z.shape[1] != cfg.latent_channels:
             raise InputError(
@@ -445,11 +320,11 @@ def reconstruct(
     as_json: JsonOpt = False,
 ) -> None:
     """Encode and decode an image, write the result and print PSNR and SSIM against the input."""
-    with _clean_errors():
+    with clean_errors():
         from dc_ae.data import load_image, save_image
         from dc_ae.evaluate import compression_ratio, reconstruct_image
 
-        loaded = _load_model(model, config)
+        loaded = load_model(model, config)
         x = load_image(image)  # [1, 3, H, W]
         start = time.perf_counter()
         y = reconstruct_image(loaded.model, x, tile_size)  # [1, 3, H, W]
@@ -472,7 +347,7 @@ def reconstruct(
             "seconds": seconds,
         }
         if as_json:
-            _echo_json(result)
+            echo_json(result)
             return
         typer.echo(f"wrote {out} ({x.shape[-2]}x{x.shape[-1]}) with {loaded.source} in {seconds:.2f} s")
         what = "scores of an UNTRAINED model (meaningless)" if loaded.random_weights else "reconstruction"
@@ -494,7 +369,7 @@ def convert(
     as_json: JsonOpt = False,
 ) -> None:
     """Convert a checkpoint between our format and the efficientvit and diffusers layouts."""
-    with _clean_errors():
+    with clean_errors():
         import dc_ae
         from dc_ae import checkpoint
         from dc_ae.errors import CheckpointError
@@ -510,65 +385,19 @@ def convert(
             "destination": str(written),
             "layout": to.value,
             "model": net.config.name,
-            "parameters": _n_params(net),
+            "parameters": count_params(net),
         }
         if as_json:
-            _echo_json(result)
+            echo_json(result)
             return
         typer.echo(
-            f"converted {src} ({layout}, {net.config.name}, {_fmt_params(_n_params(net))}) -> {written} ({to.value})"
+            f"converted {src} ({layout}, {net.config.name}, {fmt_params(count_params(net))}) -> {written} ({to.value})"
         )
 
 
 # --------------------------------------------------------------------------------------------
 # eval
 # --------------------------------------------------------------------------------------------
-
-# Layers of torchvision's vgg16/alexnet whose outputs the official LPIPS compares (relu1_2 ... relu5_3).
-_LPIPS_ARCHS = {
-    "vgg16": ("features.3", "features.8", "features.15", "features.22", "features.29"),
-    "alexnet": ("features.1", "features.4", "features.7", "features.9", "features.11"),
-}
-
-
-def _build_lpips(net: Path, arch: str, layers: str | None, lin: Path | None) -> LPIPS:
-    import importlib
-
-    from torch import nn
-
-    from dc_ae.errors import ConfigError
-    from dc_ae.metrics import PerceptualLoss
-
-    if arch in _LPIPS_ARCHS:
-        try:
-            import torchvision
-        except ImportError:
-            raise ConfigError(
-                f"--lpips-arch {arch} needs torchvision, which is not installed; install it, or pass "
-                "--lpips-arch module:function naming a function that builds your feature network"
-            ) from None
-        backbone = getattr(torchvision.models, arch)(weights=None)
-        names = tuple(layers.split(",")) if layers else _LPIPS_ARCHS[arch]
-    else:
-        module_name, sep, func_name = arch.partition(":")
-        if not sep or not module_name or not func_name:
-            raise ConfigError(f"--lpips-arch must be one of {sorted(_LPIPS_ARCHS)} or module:function, found {arch!r}")
-        if not layers:
-            raise ConfigError(f"--lpips-arch {arch} needs --lpips-layers (comma-separated submodule names)")
-        try:
-            factory = getattr(importlib.import_module(module_name), func_name)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"--lpips-arch {arch}: cannot import it: {exc}") from None
-        backbone = factory()
-        if not isinstance(backbone, nn.Module):
-            raise ConfigError(f"--lpips-arch {arch} returned a {type(backbone).__name__}, not a torch nn.Module")
-        names = tuple(layers.split(","))
-    # The network file's backbone keys load strictly into the backbone; lin keys, if any, with it.
-    lpips = PerceptualLoss.from_local(net, backbone=backbone, layer_names=names).lpips
-    if lin is not None:
-        lpips = PerceptualLoss.from_local(lin, backbone=backbone, layer_names=names).lpips
-    assert lpips is not None
-    return lpips
 
 
 @app.command("eval")
@@ -598,24 +427,24 @@ def eval_(
     as_json: JsonOpt = False,
 ) -> None:
     """Reconstruct every image in a folder and report PSNR, SSIM (and LPIPS) per image and on average."""
-    with _clean_errors():
+    with clean_errors():
         from dc_ae.errors import ConfigError
         from dc_ae.evaluate import evaluate_folder
 
         if lpips_net is None and lpips_lin is not None:
             raise ConfigError("--lpips-lin needs --lpips-net (the feature network the lin weights belong to)")
-        loaded = _load_model(model, config)
-        lpips = _build_lpips(lpips_net, lpips_arch, lpips_layers, lpips_lin) if lpips_net is not None else None
+        loaded = load_model(model, config)
+        lpips = build_lpips(lpips_net, lpips_arch, lpips_layers, lpips_lin) if lpips_net is not None else None
         result = evaluate_folder(loaded.model, folder, lpips=lpips, tile_size=tile_size, progress=not as_json)
         if as_json:
-            _echo_json(
+            echo_json(
                 {**result.model_dump(mode="json"), "weights": loaded.source, "random_weights": loaded.random_weights}
             )
             return
         _print_eval(result, loaded)
 
 
-def _print_eval(result: Any, loaded: _Loaded) -> None:
+def _print_eval(result: Any, loaded: Loaded) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -677,7 +506,7 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train one phase of the DC-AE recipe (resumes when --out holds a run of the same config)."""
-    with _clean_errors():
+    with clean_errors():
         from dc_ae.errors import ConfigError
         from dc_ae.train import PHASE_NAMES, TrainConfig
         from dc_ae.train import train as run_training
@@ -728,7 +557,7 @@ def train(
             "state_path": str(result.state_path) if result.state_path is not None else None,
         }
         if as_json:
-            _echo_json(summary)
+            echo_json(summary)
             return
         status = "done" if result.completed else "stopped early by --max-minutes (rerun to resume)"
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items() if k not in ("step", "lr"))
@@ -753,7 +582,7 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Reconstruct a real held-out photograph with the embedded model; print PSNR, SSIM and compression."""
-    with _clean_errors():
+    with clean_errors():
         import torch
 
         from dc_ae.data import HELDOUT_PHOTOS, TRAIN_PHOTOS, sample_photographs, save_image, to_tensor
@@ -780,7 +609,7 @@ def demo(
         cfg = net.config
         h, w = int(x.shape[-2]), int(x.shape[-1])
         c, lh, lw = latent_shape(cfg, h, w)
-        n_params, held_out = _n_params(net), image in HELDOUT_PHOTOS
+        n_params, held_out = count_params(net), image in HELDOUT_PHOTOS
         ratio_here = (3 * h * w) / (c * lh * lw)  # with the padding to a multiple of f
         device, threads = str(next(net.parameters()).device), torch.get_num_threads()
         result = {
@@ -803,12 +632,12 @@ def demo(
             "saved": str(save) if save is not None else None,
         }
         if as_json:
-            _echo_json(result)
+            echo_json(result)
             return
         origin = "held out from training" if held_out else "NOT held out: the model was trained on it"
         ssim_text = "n/a" if s is None else f"{s:.4f}"
         lines = [
-            f"model        {DEFAULT_MODEL} ({_fmt_params(n_params)} parameters, embedded in the package)",
+            f"model        {DEFAULT_MODEL} ({fmt_params(n_params)} parameters, embedded in the package)",
             f"photograph   {image} (scikit-image bundled data, {origin})",
             f"image        [3, {h}, {w}] -> latent [{c}, {lh}, {lw}]",
             f"compression  spatial f{cfg.spatial_compression} ({cfg.spatial_compression}x per side), "
