@@ -1,0 +1,58 @@
+"""Mix-FFN: the GLU feed-forward with a 3x3 depthwise convolution (GLUMBConv).
+
+SANA (Xie et al., ICLR 2025), Sec. 2.2 "Mix-FFN": 1x1 conv C -> 2H with SiLU, 3x3 depthwise conv
+over the token grid, GLU gate, 1x1 conv H -> C (no bias). The depthwise conv mixes neighbouring
+tokens, which gives the model its sense of position without a positional embedding and makes up
+for linear attention's weak locality.
+
+Video configs apply the spatial conv per frame and then a depthwise 3-tap convolution over time
+(zero-initialised, with a residual), so a video model initialised from image weights starts as
+that image model run frame by frame, apart from attention spanning the frames.
+
+The 1x1 convs run as matrix products on channels-last tokens (the conv weights keep their
+checkpoint shapes); only the depthwise conv sees the grid, through a channels-last view.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from linear_dit.norms import clamp_fp16
+
+__all__ = ["MixFFN"]
+
+
+class MixFFN(nn.Module):
+    """``[B, N, C] -> [B, N, C]`` over a token grid ``(H, W)`` or ``(T, H, W)``."""
+
+    def __init__(self, dim: int, hidden: int, video: bool = False) -> None:
+        super().__init__()
+        self.inverted_conv = nn.Conv2d(dim, 2 * hidden, 1)
+        self.depth_conv = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
+        self.point_conv = nn.Conv2d(hidden, dim, 1, bias=False)
+        self.temporal_conv: nn.Conv1d | None = None
+        if video:
+            self.temporal_conv = nn.Conv1d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
+            nn.init.zeros_(self.temporal_conv.weight)
+            nn.init.zeros_(self.temporal_conv.bias)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+        b, n, _ = x.shape
+        h = F.silu(F.linear(x, self.inverted_conv.weight.flatten(1), self.inverted_conv.bias))  # [B, N, 2H]
+        ch = h.shape[-1]
+        t, gh, gw = grid if len(grid) == 3 else (1, *grid)
+        # [B*T, gh, gw, 2H] viewed as NCHW in channels-last memory: no copy before the conv.
+        img = h.reshape(b * t, gh, gw, ch).permute(0, 3, 1, 2)
+        h = self.depth_conv(img).permute(0, 2, 3, 1).reshape(b, t, gh * gw, ch)
+        if self.temporal_conv is not None:
+            w = self.temporal_conv.weight[:, 0, :]  # [2H, 3]: taps on frames t-1, t, t+1
+            assert self.temporal_conv.bias is not None
+            prev = F.pad(h[:, :-1], (0, 0, 0, 0, 1, 0))
+            nxt = F.pad(h[:, 1:], (0, 0, 0, 0, 0, 1))
+            h = h + prev * w[:, 0] + h * w[:, 1] + nxt * w[:, 2] + self.temporal_conv.bias
+        h = h.reshape(b, n, ch)
+        val, gate = h.chunk(2, dim=-1)
+        out = F.linear(val * F.silu(gate), self.point_conv.weight.flatten(1))
+        return clamp_fp16(out)
