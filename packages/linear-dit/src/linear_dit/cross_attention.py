@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linear_dit.norms import RMSNorm, clamp_fp16
+from linear_dit.norms import RMSNorm, autocast_off, clamp_fp16
 
 __all__ = ["CrossAttention"]
 
@@ -34,8 +34,10 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, c = x.shape
-        q = self.q_norm(self.q_linear(x))
-        k, v = self.kv_linear(y).chunk(2, dim=-1)
+        # x is the raw residual stream (no norm before the cross-attention): its projection
+        # overflows fp16 first, and an inf query turns the softmax into NaN.
+        q = self.q_norm(clamp_fp16(self.q_linear(x)))
+        k, v = clamp_fp16(self.kv_linear(y)).chunk(2, dim=-1)
         k = self.k_norm(k)
         q = q.view(b, n, self.heads, -1).transpose(1, 2)  # [B, h, N, hd]
         k = k.view(b, -1, self.heads, q.shape[-1]).transpose(1, 2)  # [B, h, L, hd]
@@ -43,7 +45,9 @@ class CrossAttention(nn.Module):
         attn_mask = None if mask is None else mask[:, None, None, :]  # [B, 1, 1, L]
         dtype = q.dtype
         if dtype == torch.float16:
-            q, k, v = q.float(), k.float(), v.float()
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            with autocast_off(q.device):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = clamp_fp16(out.to(dtype)).transpose(1, 2).reshape(b, n, c)
         return self.proj(out)

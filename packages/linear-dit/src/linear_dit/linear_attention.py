@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linear_dit.norms import RMSNorm, clamp_fp16
+from linear_dit.norms import RMSNorm, autocast_off, clamp_fp16
 
 __all__ = ["LinearAttention", "relu_linear_attention", "relu_linear_attention_reference"]
 
@@ -27,14 +27,17 @@ def relu_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps
 
     ``q`` and ``k`` are the pre-activation queries and keys (the ReLU is applied here).
     """
-    q = F.relu(q.float())
-    k = F.relu(k.float())
-    v = v.float()
-    kv = torch.einsum("bnhd,bnhe->bhde", k, v)  # [B, h, d, d]: the whole key-value state
-    k_sum = k.sum(dim=1)  # [B, h, d]
-    num = torch.einsum("bnhd,bhde->bnhe", q, kv)  # [B, N, h, d]
-    den = torch.einsum("bnhd,bhd->bnh", q, k_sum).unsqueeze(-1)  # [B, N, h, 1]
-    return num / (den + eps)
+    # Under fp16 autocast the einsums would run in fp16 again: the normaliser sums N products
+    # and overflows at 4K token counts even for unit-variance inputs.
+    with autocast_off(q.device):
+        q = F.relu(q.float())
+        k = F.relu(k.float())
+        v = v.float()
+        kv = torch.einsum("bnhd,bnhe->bhde", k, v)  # [B, h, d, d]: the whole key-value state
+        k_sum = k.sum(dim=1)  # [B, h, d]
+        num = torch.einsum("bnhd,bhde->bnhe", q, kv)  # [B, N, h, d]
+        den = torch.einsum("bnhd,bhd->bnh", q, k_sum).unsqueeze(-1)  # [B, N, h, 1]
+        return num / (den + eps)
 
 
 def relu_linear_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, eps: float) -> torch.Tensor:
@@ -60,7 +63,7 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # each [B, N, C], heads contiguous along C
+        q, k, v = clamp_fp16(self.qkv(x)).chunk(3, dim=-1)  # each [B, N, C], heads contiguous along C
         q, k = self.q_norm(q), self.k_norm(k)
         heads = c // self.head_dim
         shape = (b, n, heads, self.head_dim)

@@ -60,7 +60,8 @@ class CaptionEmbedder(nn.Module):
         self.y_proj.fc2 = nn.Linear(dim, dim)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.y_proj.fc2(F.gelu(self.y_proj.fc1(y), approximate="tanh"))
+        # fp16: gelu(-inf) is NaN, so the hidden layer saturates instead of overflowing.
+        return clamp_fp16(self.y_proj.fc2(F.gelu(clamp_fp16(self.y_proj.fc1(y)), approximate="tanh")))
 
 
 class LinearDiTBlock(nn.Module):

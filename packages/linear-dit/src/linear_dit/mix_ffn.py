@@ -40,19 +40,20 @@ class MixFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         b, n, _ = x.shape
-        h = F.silu(F.linear(x, self.inverted_conv.weight.flatten(1), self.inverted_conv.bias))  # [B, N, 2H]
+        # fp16: each product is clamped, since silu(-inf) and inf - inf in the convs give NaN. [B, N, 2H]
+        h = F.silu(clamp_fp16(F.linear(x, self.inverted_conv.weight.flatten(1), self.inverted_conv.bias)))
         ch = h.shape[-1]
         t, gh, gw = grid if len(grid) == 3 else (1, *grid)
         # [B*T, gh, gw, 2H] viewed as NCHW in channels-last memory: no copy before the conv.
         img = h.reshape(b * t, gh, gw, ch).permute(0, 3, 1, 2)
-        h = self.depth_conv(img).permute(0, 2, 3, 1).reshape(b, t, gh * gw, ch)
+        h = clamp_fp16(self.depth_conv(img)).permute(0, 2, 3, 1).reshape(b, t, gh * gw, ch)
         if self.temporal_conv is not None:
             w = self.temporal_conv.weight[:, 0, :]  # [2H, 3]: taps on frames t-1, t, t+1
             assert self.temporal_conv.bias is not None
             prev = F.pad(h[:, :-1], (0, 0, 0, 0, 1, 0))
             nxt = F.pad(h[:, 1:], (0, 0, 0, 0, 0, 1))
-            h = h + prev * w[:, 0] + h * w[:, 1] + nxt * w[:, 2] + self.temporal_conv.bias
+            h = clamp_fp16(h + prev * w[:, 0] + h * w[:, 1] + nxt * w[:, 2] + self.temporal_conv.bias)
         h = h.reshape(b, n, ch)
         val, gate = h.chunk(2, dim=-1)
-        out = F.linear(val * F.silu(gate), self.point_conv.weight.flatten(1))
+        out = F.linear(clamp_fp16(val * F.silu(gate)), self.point_conv.weight.flatten(1))
         return clamp_fp16(out)

@@ -7,11 +7,13 @@ training of the grown 4.8B model.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RMSNorm", "layer_norm_fp32"]
+__all__ = ["RMSNorm", "autocast_off", "clamp_fp16", "layer_norm_fp32"]
 
 
 class RMSNorm(nn.Module):
@@ -34,6 +36,16 @@ def layer_norm_fp32(x: torch.Tensor, eps: float) -> torch.Tensor:
     if x.dtype in (torch.float16, torch.bfloat16):
         return F.layer_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
     return F.layer_norm(x, x.shape[-1:], eps=eps)
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """Switch autocast off on ``device`` (a no-op where autocast does not exist, e.g. meta).
+
+    Autocast re-casts matmul operands to its half dtype, which would undo an explicit fp32
+    upcast: code that must accumulate in fp32 runs inside this context."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def clamp_fp16(x: torch.Tensor) -> torch.Tensor:
