@@ -6,7 +6,7 @@
 # Run from the repository root on a CUDA machine:   OUT=/some/dir bash packages/linear-dit/bench/gpu_suite.sh
 # Installs nothing and reaches no network. Every part has its own timeout and the suite stops
 # starting parts once its time budget (SUITE_BUDGET_S, default 330 s) is spent, so the whole run
-# stays under 6 minutes; a failing part is logged and the suite goes on. Results land in $OUT:
+# stays under 7 minutes; a failing part is logged and the suite goes on. Results land in $OUT:
 # suite.log (timeline), status.txt (part -> exit code), env.txt, one .log per part, and .json /
 # .xml results. Optional: a directory of extra pure-Python packages (e.g. pydantic built for this
 # Python) at $LDIT_EXTRA_SITE (default .gpu_site) is put on PYTHONPATH.
@@ -24,7 +24,7 @@ fi
 OUT=${OUT:-/tmp/linear_dit_gpu_suite}
 mkdir -p "$OUT"
 PKG=packages/linear-dit
-BUDGET=${SUITE_BUDGET_S:-330}
+BUDGET=${SUITE_BUDGET_S:-420}
 START=$(date +%s)
 EXTRA_SITE=${LDIT_EXTRA_SITE:-.gpu_site}
 PYTHONPATH="$PKG/src:$PKG/tests${PYTHONPATH:+:$PYTHONPATH}"
@@ -101,6 +101,16 @@ fi
 for dt in fp32 bf16; do
     part "attention_$dt" 60 bash -c "'$PY' '$PKG/bench/bench_attention_scaling.py' --device $DEVICE --dtype $dt \
         --tokens $TOKENS --repeats 3 --json > '$OUT/attention_$dt.json'"
+done
+
+# -- 2b. one denoising step of the released sizes (the `linear-dit bench` command) --------------
+if [ "$SMOKE" = 1 ]; then BENCHES="tiny:256:bf16"; else
+    BENCHES="sana-0.6b-1024px:1024:fp16 sana-0.6b-1024px:1024:bf16 sana-1.6b-1024px:1024:bf16 sana-1.6b-4k:4096:bf16"
+fi
+for spec in $BENCHES; do
+    IFS=: read -r preset res dt <<<"$spec"
+    part "step_${preset}_${res}_$dt" 60 bash -c "'$PY' -c 'from linear_dit.cli import app; app()' bench $preset \
+        --resolution $res --dtype $dt --device $DEVICE --repeats 10 --json > '$OUT/step_${preset}_${res}_$dt.json'"
 done
 
 # -- 3. training-step memory, with and without gradient checkpointing ---------------------------
