@@ -116,3 +116,31 @@ def test_bench_json() -> None:
     assert code == 0, err
     result = json.loads(out)
     assert result["forward_s"] > 0 and result["seconds_per_image_cfg"] == pytest.approx(2 * 20 * result["forward_s"])
+
+
+def test_train_runs_resumes_and_reports(tmp_path: Path) -> None:
+    from linear_dit.data import make_synthetic_dataset, save_latent_dataset
+
+    data = save_latent_dataset(make_synthetic_dataset(samples_per_class=4), tmp_path / "data.safetensors")
+    out = tmp_path / "run"
+    args = ["train", str(data), str(out), "--config", "tiny", "--batch-size", "4", "--json"]
+    code, stdout, err = invoke(*args, "--steps", "2")
+    assert code == 0, err
+    first = json.loads(stdout)
+    assert first["step"] == 2 and Path(first["model_path"]).is_file()
+    code, stdout, err = invoke(*args, "--steps", "4")  # continues from step 2
+    assert code == 0, err
+    assert json.loads(stdout)["step"] == 4
+    assert linear_dit.load(first["model_path"]).config.name == "tiny"
+
+
+def test_train_errors(tmp_path: Path) -> None:
+    code, _, err = invoke("train", str(tmp_path / "none.safetensors"), str(tmp_path / "run"), "--steps", "1")
+    assert code == 2 and "none.safetensors" in err
+    bad = tmp_path / "cfg.json"
+    bad.write_text("{not json")
+    code, _, err = invoke("train", "d", "o", "--train-config", str(bad))
+    assert code == 2 and "not valid JSON" in err
+    bad.write_text('{"stepz": 3}')
+    code, _, err = invoke("train", "d", "o", "--train-config", str(bad))
+    assert code == 2 and "stepz" in err

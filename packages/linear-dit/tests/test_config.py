@@ -81,3 +81,15 @@ def test_frozen_and_no_extra_fields() -> None:
         cfg.depth = 3  # type: ignore[misc]
     with pytest.raises(ValidationError, match="hiden_size"):
         LinearDiTConfig.model_validate({**cfg.model_dump(), "hiden_size": 3})
+
+
+def test_public_api_resolves_lazily() -> None:
+    import importlib
+
+    import linear_dit
+
+    for name in linear_dit.__all__:
+        assert getattr(linear_dit, name) is not None, name
+    # The function, not the module of the same stem, even after the module has been imported.
+    importlib.import_module("linear_dit.training")
+    assert callable(linear_dit.train) and linear_dit.train.__name__ == "train"

@@ -24,9 +24,11 @@ _LAZY: dict[str, str] = {
     "load_state_dict": "linear_dit.checkpoint",
     "detect_layout": "linear_dit.checkpoint",
     "convert": "linear_dit.checkpoint",
+    "LoadedState": "linear_dit.checkpoint",
     "sample": "linear_dit.sampling",
     "cfg_denoiser": "linear_dit.sampling",
     "flow_sigmas": "linear_dit.sampling",
+    "flow_timesteps": "linear_dit.sampling",
     "shift_timesteps": "linear_dit.sampling",
     "FlowDPMSolver": "linear_dit.flow_dpm_solver",
     "flow_dpm_solver_sample": "linear_dit.flow_dpm_solver",
@@ -34,14 +36,37 @@ _LAZY: dict[str, str] = {
     "flow_matching_loss": "linear_dit.flow_matching",
     "sample_flow_timesteps": "linear_dit.flow_matching",
     "EMA": "linear_dit.ema",
-    "TrainConfig": "linear_dit.train",
-    "TrainResult": "linear_dit.train",
-    "train": "linear_dit.train",
+    "TrainConfig": "linear_dit.training",
+    "TrainResult": "linear_dit.training",
+    "train": "linear_dit.training",
+    "validation_loss": "linear_dit.training",
+    "LatentDataset": "linear_dit.data",
+    "load_latent_dataset": "linear_dit.data",
+    "save_latent_dataset": "linear_dit.data",
+    "make_synthetic_dataset": "linear_dit.data",
+    "QualityReport": "linear_dit.quality",
+    "evaluate_quality": "linear_dit.quality",
+    "TextEmbeddings": "linear_dit.text_embeddings",
+    "load_text_embeddings": "linear_dit.text_embeddings",
+    "save_text_embeddings": "linear_dit.text_embeddings",
     "count_flops": "linear_dit.flops",
+    "analytic_flops": "linear_dit.flops",
+    "latent_size": "linear_dit.flops",
 }
 
 if TYPE_CHECKING:
+    from linear_dit.checkpoint import LoadedState, convert, detect_layout, load, load_state_dict, save
+    from linear_dit.data import LatentDataset, load_latent_dataset, make_synthetic_dataset, save_latent_dataset
+    from linear_dit.ema import EMA
+    from linear_dit.flops import analytic_flops, count_flops, latent_size
+    from linear_dit.flow_dpm_solver import FlowDPMSolver, flow_dpm_solver_sample
+    from linear_dit.flow_euler import flow_euler_sample
+    from linear_dit.flow_matching import flow_matching_loss, sample_flow_timesteps
     from linear_dit.linear_dit import LinearDiT, LinearDiTBlock
+    from linear_dit.quality import QualityReport, evaluate_quality
+    from linear_dit.sampling import cfg_denoiser, flow_sigmas, flow_timesteps, sample, shift_timesteps
+    from linear_dit.text_embeddings import TextEmbeddings, load_text_embeddings, save_text_embeddings
+    from linear_dit.training import TrainConfig, TrainResult, train, validation_loss
 
 
 def __getattr__(name: str) -> Any:
@@ -65,28 +90,42 @@ __all__ = [
     "EMA",
     "FlowDPMSolver",
     "InputError",
+    "LatentDataset",
     "LinearDiT",
     "LinearDiTBlock",
     "LinearDiTConfig",
     "LinearDiTError",
+    "LoadedState",
+    "QualityReport",
+    "TextEmbeddings",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
+    "analytic_flops",
     "cfg_denoiser",
     "convert",
     "count_flops",
     "detect_layout",
+    "evaluate_quality",
     "flow_dpm_solver_sample",
     "flow_euler_sample",
     "flow_matching_loss",
     "flow_sigmas",
+    "flow_timesteps",
+    "latent_size",
     "load",
+    "load_latent_dataset",
     "load_state_dict",
+    "load_text_embeddings",
+    "make_synthetic_dataset",
     "preset_names",
     "sample",
     "sample_flow_timesteps",
     "save",
+    "save_latent_dataset",
+    "save_text_embeddings",
     "shift_timesteps",
     "train",
+    "validation_loss",
     "__version__",
 ]

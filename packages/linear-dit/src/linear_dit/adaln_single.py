@@ -36,8 +36,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        weight = self.mlp[0].weight
-        return self.mlp(timestep_embedding(t, self.frequency_dim).to(weight.dtype))
+        dtype = next(self.mlp.parameters()).dtype
+        return self.mlp(timestep_embedding(t, self.frequency_dim).to(dtype))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -270,7 +270,10 @@ def train(
     gradient_checkpointing: Annotated[
         bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's training state.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Continue from the run folder's training state if present.")
+    ] = True,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="Under torchrun: ddp or fsdp.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Flow-matching training (single process, or under torchrun with DDP/FSDP2)."""
@@ -278,8 +281,8 @@ def train(
         import json
 
         from linear_dit.errors import InputError
-        from linear_dit.train import TrainConfig
-        from linear_dit.train import train as run_train
+        from linear_dit.training import TrainConfig
+        from linear_dit.training import train as run_train
 
         fields: dict[str, Any] = {}
         if train_config is not None:
@@ -292,22 +295,24 @@ def train(
         options = {
             "model": config,
             "data": str(data),
-            "output_dir": str(out),
+            "out_dir": str(out),
             "steps": steps,
             "batch_size": batch_size,
             "lr": lr,
             "seed": seed,
             "mixed_precision": mixed_precision,
             "gradient_checkpointing": gradient_checkpointing,
-            "resume": resume or None,
+            "resume": resume,
+            "strategy": strategy,
         }
         fields |= {k: v for k, v in options.items() if v is not None and (k != "model" or "model" not in fields)}
         result = run_train(TrainConfig.model_validate(fields))
-        summary = result.model_dump(mode="json") if hasattr(result, "model_dump") else dict(vars(result))
+        summary = result.summary()
         if json_out:
             echo_json(summary)
         else:
-            typer.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
+            keys = ("step", "initial_val_loss", "final_val_loss", "final_val_loss_ema", "model_path", "wall_seconds")
+            typer.echo(" ".join(f"{k}={summary[k]}" for k in keys if k in summary))
 
 
 # --------------------------------------------------------------------------------------------

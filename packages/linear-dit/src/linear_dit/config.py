@@ -105,8 +105,8 @@ def preset_names() -> list[str]:
 
 # Widths, depths and cross-attention heads of the released SanaMS registry (sana_multi_scale.py);
 # sample_size is image side / 32 (DC-AE f32c32 latents).
-_SANA_600M = {"hidden_size": 1152, "depth": 28, "num_cross_attention_heads": 16}
-_SANA_1600M = {"hidden_size": 2240, "depth": 20, "num_cross_attention_heads": 20}
+_SANA_600M: dict[str, object] = {"hidden_size": 1152, "depth": 28, "num_cross_attention_heads": 16}
+_SANA_1600M: dict[str, object] = {"hidden_size": 2240, "depth": 20, "num_cross_attention_heads": 20}
 # 2K and 4K models add a sin-cos PE; 4K stretches it by 2 and samples with a larger shift.
 _RES: dict[str, dict[str, object]] = {
     "512px": {"sample_size": 16},
@@ -114,8 +114,8 @@ _RES: dict[str, dict[str, object]] = {
     "2k": {"sample_size": 64, "use_pe": True, "pe_interpolation": 1.0},
     "4k": {"sample_size": 128, "use_pe": True, "pe_interpolation": 2.0, "flow_shift": 6.0},
 }
-_SANA_15 = {"qk_norm": True, "cross_norm": True}
-_TINY = {
+_SANA_15: dict[str, object] = {"qk_norm": True, "cross_norm": True}
+_TINY: dict[str, object] = {
     "in_channels": 4,
     "hidden_size": 64,
     "depth": 2,

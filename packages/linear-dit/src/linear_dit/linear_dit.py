@@ -50,14 +50,19 @@ class PatchEmbed(nn.Module):
         return F.linear(x, self.proj.weight.flatten(1), self.proj.bias)
 
 
+class _CaptionMLP(nn.Module):
+    def __init__(self, caption_channels: int, dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(caption_channels, dim)
+        self.fc2 = nn.Linear(dim, dim)
+
+
 class CaptionEmbedder(nn.Module):
     """Text-encoder states to model width: ``fc1 -> GELU(tanh) -> fc2`` (PixArt's caption MLP)."""
 
     def __init__(self, caption_channels: int, dim: int) -> None:
         super().__init__()
-        self.y_proj = nn.Module()
-        self.y_proj.fc1 = nn.Linear(caption_channels, dim)
-        self.y_proj.fc2 = nn.Linear(dim, dim)
+        self.y_proj = _CaptionMLP(caption_channels, dim)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         # fp16: gelu(-inf) is NaN, so the hidden layer saturates instead of overflowing.
@@ -138,6 +143,7 @@ class LinearDiT(nn.Module):
         assert self.x_embedder.proj.bias is not None
         nn.init.zeros_(self.x_embedder.proj.bias)
         for lin in (self.t_embedder.mlp[0], self.t_embedder.mlp[2], self.t_block[1]):
+            assert isinstance(lin, nn.Linear)
             nn.init.normal_(lin.weight, std=0.02)
         nn.init.normal_(self.y_embedder.y_proj.fc1.weight, std=0.02)
         nn.init.normal_(self.y_embedder.y_proj.fc2.weight, std=0.02)
@@ -209,9 +215,11 @@ class LinearDiT(nn.Module):
         pe = self._pe_cache.get(key)
         if pe is None:
             if cfg.video:
-                pe = sincos_3d(cfg.hidden_size, *grid, cfg.base_size, cfg.pe_interpolation, device)
+                t, h, w = grid
+                pe = sincos_3d(cfg.hidden_size, t, h, w, cfg.base_size, cfg.pe_interpolation, device)
             else:
-                pe = sincos_2d(cfg.hidden_size, *grid, cfg.base_size, cfg.pe_interpolation, device)
+                h, w = grid
+                pe = sincos_2d(cfg.hidden_size, h, w, cfg.base_size, cfg.pe_interpolation, device)
             if len(self._pe_cache) >= 8:  # aspect-ratio buckets: keep the few in use
                 self._pe_cache.clear()
             self._pe_cache[key] = pe
@@ -261,5 +269,5 @@ class LinearDiT(nn.Module):
         frames = grid[0] if len(grid) == 3 else 1
         out = out.reshape(b * frames, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b * frames, c, gh * p, gw * p)
         if len(grid) == 3:
-            return out.reshape(b, frames, c, gh * p, gw * p).transpose(1, 2)
+            return out.reshape(b, frames, c, gh * p, gw * p).transpose(1, 2).contiguous()
         return out

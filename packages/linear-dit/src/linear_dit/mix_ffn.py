@@ -36,6 +36,7 @@ class MixFFN(nn.Module):
         if video:
             self.temporal_conv = nn.Conv1d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden)
             nn.init.zeros_(self.temporal_conv.weight)
+            assert self.temporal_conv.bias is not None
             nn.init.zeros_(self.temporal_conv.bias)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:

@@ -290,9 +290,11 @@ def _steps(total: int, description: str, progress: bool) -> Iterator[int]:
     if not progress:
         yield from range(total)
         return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+    columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:  # stdout stays free for results
         task = bar.add_task(description, total=total)
         for i in range(total):
             yield i
