@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, argv: list[str] | None, out: Path) -> int:
     import torch
 
+    from linear_dit.checkpoint import load
     from linear_dit.config import LinearDiTConfig
     from linear_dit.data import make_synthetic_dataset, save_latent_dataset
     from linear_dit.quality import evaluate_quality
-    from linear_dit.training import TrainConfig, build_model, train
+    from linear_dit.training import TrainConfig, build_model
 
     threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -133,9 +135,17 @@ def run(args: argparse.Namespace, argv: list[str] | None, out: Path) -> int:
     t0 = time.monotonic()
     before = evaluate_quality(build_model(cfg), heldout, **quality)  # the exact initial weights of the run
     t_q0 = time.monotonic() - t0
-    result = train(cfg, progress=False)
+    # Train through the package's own command, exactly as a user would run it.
+    (out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
+    cli = [sys.executable, "-m", "linear_dit.cli", "train", str(cfg.data), str(cfg.out_dir)]
+    cli += ["--train-config", str(out / "train_config.json"), "--json"]
+    proc = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if proc.returncode != 0:
+        raise SystemExit(f"`{shlex.join(cli)}` failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout)
+    trained = load(result["model_path"])
     t0 = time.monotonic()
-    after = evaluate_quality(result.model, heldout, **quality)
+    after = evaluate_quality(trained, heldout, **quality)
     t_q1 = time.monotonic() - t0
     total = time.monotonic() - t_start
 
@@ -146,18 +156,19 @@ def run(args: argparse.Namespace, argv: list[str] | None, out: Path) -> int:
         "command": command,
         "machine": f"{platform.processor() or platform.machine()}, {threads} thread(s), torch {torch.__version__}",
         "date": datetime.date.today().isoformat(),
-        "params": result.model.num_parameters(),
-        "steps": result.step,
-        "val_loss_before": result.initial_val_loss,
-        "val_loss_after": result.final_val_loss,
-        "val_loss_after_ema": result.final_val_loss_ema,
-        "val_history": result.val_history,
+        "train_command": f"linear-dit train {cfg.data} {cfg.out_dir} --train-config {out / 'train_config.json'}",
+        "params": trained.num_parameters(),
+        "steps": result["step"],
+        "val_loss_before": result["initial_val_loss"],
+        "val_loss_after": result["final_val_loss"],
+        "val_loss_after_ema": result["final_val_loss_ema"],
+        "val_history": result["val_history"],
         "quality_before": before.as_dict(),
         "quality_after": after.as_dict(),
-        "train_seconds": round(result.wall_seconds, 1),
+        "train_seconds": round(result["wall_seconds"], 1),
         "quality_seconds": round(t_q0 + t_q1, 1),
         "total_seconds": round(total, 1),
-        "model_path": str(result.model_path) if args.out is not None else None,
+        "model_path": result["model_path"] if args.out is not None else None,
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -169,10 +180,11 @@ def run(args: argparse.Namespace, argv: list[str] | None, out: Path) -> int:
         f"{args.classes} classes, {len(train_set)} training latents {train_set.latent_shape}"
     )
     print(
-        f"train   : {result.step} steps x {args.batch_size} in {report['train_seconds']} s "
+        f"train   : {report['steps']} steps x {args.batch_size} in {report['train_seconds']} s "
         f"(total with data and quality: {report['total_seconds']} s)"
     )
-    vb, va, ve = result.initial_val_loss, result.final_val_loss, result.final_val_loss_ema
+    print(f"trained : {report['train_command']}")
+    vb, va, ve = report["val_loss_before"], report["val_loss_after"], report["val_loss_after_ema"]
     assert vb is not None and va is not None
     print(
         f"val loss: {vb:.4f} (initial) -> {va:.4f} (raw) / {ve if ve is None else f'{ve:.4f}'} (EMA), "

@@ -387,3 +387,7 @@ def bench(
                 f"({result['tflops_per_s']:.2f} TFLOP/s); ~{result['seconds_per_image_cfg']:.2f} s per image "
                 f"at {steps} steps with CFG"
             )
+
+
+if __name__ == "__main__":  # python -m linear_dit.cli
+    app()

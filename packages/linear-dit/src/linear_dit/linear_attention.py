@@ -63,7 +63,9 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = clamp_fp16(self.qkv(x)).chunk(3, dim=-1)  # each [B, N, C], heads contiguous along C
+        # Three products on row blocks of the fused weight: measurably faster on the CPU than one
+        # [C, 3C] product followed by strided chunks. Each is [B, N, C], heads contiguous along C.
+        q, k, v = (clamp_fp16(F.linear(x, w)) for w in self.qkv.weight.chunk(3, dim=0))
         q, k = self.q_norm(q), self.k_norm(k)
         heads = c // self.head_dim
         shape = (b, n, heads, self.head_dim)
