@@ -37,13 +37,13 @@ import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _bench_common import machine
 from torch import nn
 
 from linear_dit import LinearDiTConfig
@@ -127,19 +127,6 @@ def loglog_slope(tokens: list[int], seconds: list[float]) -> float:
     xs, ys = [math.log(n) for n in tokens], [math.log(s) for s in seconds]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def measure_tokens(
@@ -237,7 +224,7 @@ def main() -> None:
         "heads": config.num_attention_heads,
         "text_tokens": args.text_tokens,
         "device": str(device),
-        "machine": machine(device),
+        "machine": machine(str(device)),
         "dtype": args.dtype,
         "threads": torch.get_num_threads(),
         "repeats": args.repeats,

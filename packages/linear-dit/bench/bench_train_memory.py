@@ -30,13 +30,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _bench_common import machine
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 VARIANTS = {"plain": False, "checkpointing": True}
@@ -156,21 +157,6 @@ def measure(args: argparse.Namespace, checkpointing: bool) -> dict[str, Any]:
     if out.returncode != 0:
         return {"checkpointing": checkpointing, "failed": True, "stderr_tail": out.stderr[-2000:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -22,26 +22,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from _bench_common import machine
 
 from linear_dit import LinearDiT, LinearDiTConfig, layouts
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_pair(cfg: LinearDiTConfig, seed: int) -> tuple[LinearDiT, torch.nn.Module]:
@@ -140,7 +129,7 @@ def main() -> None:
         "threads": args.threads,
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
-        "cpu": _cpu_model(),
+        "cpu": machine("cpu"),
         "nproc": os.cpu_count(),
         "date": datetime.date.today().isoformat(),
     }
