@@ -47,7 +47,7 @@ from _bench_common import machine
 from torch import nn
 
 from linear_dit import LinearDiTConfig
-from linear_dit.linear_attention import relu_linear_attention
+from linear_dit.linear_attention import FusedQKV, relu_linear_attention
 from linear_dit.linear_dit import LinearDiTBlock
 
 LEVELS = ("kernel", "attention", "block")
@@ -60,12 +60,12 @@ class SoftmaxSelfAttention(nn.Module):
     def __init__(self, dim: int, head_dim: int) -> None:
         super().__init__()
         self.head_dim = head_dim
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = FusedQKV(dim)  # the same three products as the linear side
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, c // self.head_dim, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = (t.view(b, n, c // self.head_dim, self.head_dim).transpose(1, 2) for t in self.qkv(x))
         out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, d]
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 

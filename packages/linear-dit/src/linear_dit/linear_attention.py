@@ -50,22 +50,35 @@ def relu_linear_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.T
     return out.transpose(1, 2)
 
 
+class FusedQKV(nn.Linear):
+    """The ``[3C, C]`` qkv projection (one checkpoint tensor) returning q, k and v separately.
+
+    Three products on row blocks of the fused weight are measurably faster on the CPU than one
+    ``[C, 3C]`` product followed by strided chunks, and each output comes out contiguous.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, 3 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        q, k, v = (F.linear(x, w) for w in self.weight.chunk(3, dim=0))
+        return q, k, v
+
+
 class LinearAttention(nn.Module):
     """Self-attention block of the Linear DiT: fused qkv (no bias), ReLU linear attention, proj."""
 
     def __init__(self, dim: int, head_dim: int, eps: float, qk_norm: bool) -> None:
         super().__init__()
         self.dim, self.head_dim, self.eps = dim, head_dim, eps
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = FusedQKV(dim)
         self.proj = nn.Linear(dim, dim)
         self.q_norm: nn.Module = RMSNorm(dim) if qk_norm else nn.Identity()
         self.k_norm: nn.Module = RMSNorm(dim) if qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        # Three products on row blocks of the fused weight: measurably faster on the CPU than one
-        # [C, 3C] product followed by strided chunks. Each is [B, N, C], heads contiguous along C.
-        q, k, v = (clamp_fp16(F.linear(x, w)) for w in self.qkv.weight.chunk(3, dim=0))
+        q, k, v = (clamp_fp16(t) for t in self.qkv(x))  # each [B, N, C], heads contiguous along C
         q, k = self.q_norm(q), self.k_norm(k)
         heads = c // self.head_dim
         shape = (b, n, heads, self.head_dim)
