@@ -144,3 +144,11 @@ def test_train_errors(tmp_path: Path) -> None:
     bad.write_text('{"stepz": 3}')
     code, _, err = invoke("train", "d", "o", "--train-config", str(bad))
     assert code == 2 and "stepz" in err
+
+
+def test_info_reads_a_checkpoint_without_loading_weights(tmp_path: Path) -> None:
+    ckpt = linear_dit.save(random_model("tiny-pe"), tmp_path / "m.safetensors")
+    code, out, err = invoke("info", str(ckpt), "--resolution", "256", "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["use_pe"] and row["latent"] == [8, 8] and row["parameters"] == random_model("tiny-pe").num_parameters()
