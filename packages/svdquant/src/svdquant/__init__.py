@@ -1,9 +1,10 @@
 """svdquant: 4-bit weights and activations with a 16-bit low-rank branch (work in progress).
 
 Li et al., "SVDQuant: Absorbing Outliers by Low-Rank Components for 4-Bit Diffusion Models"
-(ICLR 2025). This release holds the number formats (INT4 in groups of 64, NVFP4) and the
-calibration algorithm for a layer (SVD-aware smoothing search, iterative low-rank branch); the
-module swap (`quantize_`), checkpoints, LoRA merging, Triton kernels and the CLI follow.
+(ICLR 2025). This release holds the number formats (INT4 in groups of 64, NVFP4), the calibration
+algorithm (SVD-aware smoothing search, iterative low-rank branch), the torchao-style module swap
+``quantize_(model, SVDQuantConfig(...), calibration=...)``, one-file checkpoints and LoRA merging
+without re-quantization; the fused Triton kernels and the CLI follow.
 """
 
 from __future__ import annotations
@@ -44,9 +45,26 @@ _LAZY: dict[str, str] = {
     "alpha_beta_grid": "svdquant.smoothing",
     "fake_quant_linear": "svdquant.smoothing",
     "search_smoothing": "svdquant.smoothing",
+    "SVDQuantConfig": "svdquant.config",
+    "LayerSettings": "svdquant.config",
+    "SVDQLinear": "svdquant.svdq_linear",
+    "quantize_": "svdquant.quantize",
+    "LayerReport": "svdquant.quantize",
+    "target_modules": "svdquant.quantize",
+    "save_quantized": "svdquant.checkpoint",
+    "load_quantized": "svdquant.checkpoint",
+    "apply_lora": "svdquant.lora",
+    "set_lora_strength": "svdquant.lora",
+    "remove_lora": "svdquant.lora",
+    "reset_lora": "svdquant.lora",
+    "applied_loras": "svdquant.lora",
+    "load_lora_state_dict": "svdquant.lora",
+    "LoraHandle": "svdquant.lora",
 }
 
 if TYPE_CHECKING:
+    from svdquant.checkpoint import load_quantized, save_quantized
+    from svdquant.config import LayerSettings, SVDQuantConfig
     from svdquant.formats import (
         E2M1_VALUES,
         E4M3_MAX,
@@ -67,7 +85,17 @@ if TYPE_CHECKING:
         quantize_weight,
         unpack_int4,
     )
+    from svdquant.lora import (
+        LoraHandle,
+        applied_loras,
+        apply_lora,
+        load_lora_state_dict,
+        remove_lora,
+        reset_lora,
+        set_lora_strength,
+    )
     from svdquant.low_rank import LowRankResult, SharedLowRankResult, low_rank_branch, low_rank_branch_shared
+    from svdquant.quantize import LayerReport, quantize_, target_modules
     from svdquant.smoothing import (
         SmoothingResult,
         alpha_beta_grid,
@@ -76,6 +104,7 @@ if TYPE_CHECKING:
         smooth_scale,
         smoothquant_scale,
     )
+    from svdquant.svdq_linear import SVDQLinear
 
 
 def __getattr__(name: str) -> Any:
@@ -102,30 +131,45 @@ __all__ = [
     "Format",
     "InputError",
     "Int4Tensor",
+    "LayerReport",
+    "LayerSettings",
+    "LoraHandle",
     "LowRankResult",
     "NVFP4Tensor",
     "QuantizationError",
     "QuantizedWeight",
+    "SVDQLinear",
+    "SVDQuantConfig",
     "SVDQuantError",
     "SharedLowRankResult",
     "SmoothingResult",
     "alpha_beta_grid",
+    "applied_loras",
+    "apply_lora",
     "dequantize_activation",
     "dequantize_int4",
     "dequantize_nvfp4",
     "fake_quant_linear",
     "fake_quantize_activation",
     "fake_quantize_weight",
+    "load_lora_state_dict",
+    "load_quantized",
     "low_rank_branch",
     "low_rank_branch_shared",
     "pack_int4",
+    "quantize_",
     "quantize_activation",
     "quantize_int4",
     "quantize_nvfp4",
     "quantize_weight",
+    "remove_lora",
+    "reset_lora",
+    "save_quantized",
     "search_smoothing",
+    "set_lora_strength",
     "smooth_scale",
     "smoothquant_scale",
+    "target_modules",
     "unpack_int4",
     "__version__",
 ]
