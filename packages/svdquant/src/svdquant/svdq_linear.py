@@ -123,6 +123,12 @@ class SVDQLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise InputError(f"SVDQLinear expects inputs [..., {self.in_features}], found shape {tuple(x.shape)}")
+        # INT4 W4A4 on CUDA (with Triton) runs the fused kernels; everything else is the fp32 reference below.
+        from svdquant.kernels.dispatch import fused_forward
+
+        fused = fused_forward(self, x)
+        if fused is not None:
+            return fused
         x32 = x.float()
         s = self.smooth_factor.float()
         w = self.dequantized_weight()
