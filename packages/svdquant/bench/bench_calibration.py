@@ -13,40 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from functools import partial
 
-import torch
-from torch import Tensor
+from _bench_common import outlier_activations, snr_db, structured_weight
 
 from svdquant.formats import fake_quantize_activation, fake_quantize_weight
 from svdquant.low_rank import low_rank_branch
 from svdquant.smoothing import fake_quant_linear, smoothquant_scale
-
-
-def outlier_activations(m: int, k: int, *, n_outliers: int = 8, seed: int = 0) -> Tensor:
-    """Unit Gaussian channels, ``n_outliers`` of them (fixed, with an offset) scaled by 20-100x."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(m, k, generator=g)
-    channels = torch.randperm(k, generator=g)[:n_outliers]
-    gains = 20.0 + 80.0 * torch.rand(n_outliers, generator=g)
-    x[:, channels] = (x[:, channels] + torch.randn(n_outliers, generator=g)) * gains
-    return x
-
-
-def structured_weight(n: int, k: int, *, strong: int = 16, seed: int = 1) -> Tensor:
-    """A Gaussian bulk of std 1/sqrt(k) plus ``strong`` dominant rank-1 directions."""
-    g = torch.Generator().manual_seed(seed)
-    bulk = torch.randn(n, k, generator=g) / math.sqrt(k)
-    u = torch.linalg.qr(torch.randn(n, strong, generator=g, dtype=torch.float64))[0]
-    v = torch.linalg.qr(torch.randn(k, strong, generator=g, dtype=torch.float64))[0]
-    return (bulk.double() + (u * (2.5 * torch.logspace(0, -0.5, strong, dtype=torch.float64))) @ v.T).float()
-
-
-def snr_db(reference: Tensor, approx: Tensor) -> float:
-    ref = reference.double()
-    return float(10.0 * torch.log10(ref.square().sum() / (ref - approx.double()).square().sum()))
 
 
 def main() -> None:
