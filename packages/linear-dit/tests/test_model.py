@@ -11,7 +11,7 @@ from ldit_testing import latent, random_model, text_inputs
 
 from linear_dit import InputError, LinearDiT, LinearDiTConfig
 from linear_dit.adaln_single import timestep_embedding
-from linear_dit.linear_attention import relu_linear_attention, relu_linear_attention_reference
+from linear_dit.linear_attention import LinearAttention, relu_linear_attention, relu_linear_attention_reference
 from linear_dit.mix_ffn import MixFFN
 from linear_dit.positional_embedding import sincos_2d
 
@@ -62,6 +62,31 @@ def test_linear_attention_zero_keys_give_zero_not_nan() -> None:
     k = -torch.rand(1, 5, 2, 4)  # ReLU(k) = 0: empty normaliser
     out = relu_linear_attention(q, k, torch.randn(1, 5, 2, 4), eps=1e-8)
     assert torch.equal(out, torch.zeros_like(out))
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_linear_attention_accepts_a_plain_linear_qkv(qk_norm: bool) -> None:
+    # Quantization libraries replace the FusedQKV with a module returning the [B, N, 3C] product.
+    torch.manual_seed(0)
+    attn = LinearAttention(64, 32, 1e-8, qk_norm=qk_norm).eval()
+    if qk_norm:
+        with torch.no_grad():
+            for norm in (attn.q_norm, attn.k_norm):
+                norm.weight.copy_(torch.rand_like(norm.weight) + 0.5)
+    x = torch.randn(2, 10, 64)
+    expected = attn(x)
+    plain = torch.nn.Linear(64, 192, bias=False)
+    with torch.no_grad():
+        plain.weight.copy_(attn.qkv.weight)
+    attn.qkv = plain  # type: ignore[assignment]
+    got = attn(x)
+    assert isinstance(plain(x), torch.Tensor)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # The split must follow FusedQKV's row order: q, k, v swapped around gives another output.
+    q, k, v = plain.weight.detach().clone().chunk(3, dim=0)
+    with torch.no_grad():
+        plain.weight.copy_(torch.cat([v, k, q]))
+    assert not torch.allclose(attn(x), expected, atol=1e-3)
 
 
 def test_timestep_embedding_matches_diffusers() -> None:

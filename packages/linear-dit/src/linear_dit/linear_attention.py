@@ -78,7 +78,11 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q, k, v = (clamp_fp16(t) for t in self.qkv(x))  # each [B, N, C], heads contiguous along C
+        qkv: torch.Tensor | tuple[torch.Tensor, ...] = self.qkv(x)
+        # FusedQKV returns (q, k, v), but libraries that swap every nn.Linear for their own module
+        # (svdquant, torchao) put in one that returns the plain [B, N, 3C] product: split that here.
+        parts = qkv if isinstance(qkv, tuple | list) else qkv.chunk(3, dim=-1)
+        q, k, v = (clamp_fp16(t) for t in parts)  # each [B, N, C], heads contiguous along C
         q, k = self.q_norm(q), self.k_norm(k)
         heads = c // self.head_dim
         shape = (b, n, heads, self.head_dim)
