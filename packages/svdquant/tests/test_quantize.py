@@ -220,6 +220,10 @@ def test_diffusers_sana_block_at_a_tiny_config() -> None:
     ]
     ref = block(*batches[0])
     reports = quantize_(block, FAST.model_copy(update={"rank": 8}), calibration=batches)
-    assert set(reports) == {f"attn{i}.{p}" for i in (1, 2) for p in ("to_q", "to_k", "to_v", "to_out.0")}
-    assert isinstance(block.attn1.to_q, SVDQLinear)
+    attn = {f"attn{i}.{p}" for i in (1, 2) for p in ("to_q", "to_k", "to_v", "to_out.0")}
+    assert set(reports) == attn | {"ff.conv_inverted", "ff.conv_point"}  # SANA's 1x1 convs are quantized too
+    assert isinstance(block.attn1.to_q, SVDQLinear) and isinstance(block.ff.conv_point, SVDQLinear)
+    # self-attention q/k/v read one input; cross-attention k/v read the text states
+    assert reports["attn1.to_q"].shared_with == ("attn1.to_q", "attn1.to_k", "attn1.to_v")
+    assert reports["attn2.to_k"].shared_with == ("attn2.to_k", "attn2.to_v") and not reports["attn2.to_q"].shared_with
     assert snr_db(ref, block(*batches[0])) > 15.0

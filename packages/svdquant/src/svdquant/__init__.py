@@ -48,6 +48,11 @@ _LAZY: dict[str, str] = {
     "SVDQuantConfig": "svdquant.config",
     "LayerSettings": "svdquant.config",
     "SVDQLinear": "svdquant.svdq_linear",
+    "SVDQPointwiseConv": "svdquant.svdq_pointwise",
+    "SVDQSharedLinear": "svdquant.svdq_shared",
+    "SharedInput": "svdquant.svdq_shared",
+    "Calibration": "svdquant.calibration",
+    "find_blocks": "svdquant.calibration",
     "quantize_": "svdquant.quantize",
     "LayerReport": "svdquant.quantize",
     "target_modules": "svdquant.quantize",
@@ -63,6 +68,7 @@ _LAZY: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from svdquant.calibration import Calibration, find_blocks
     from svdquant.checkpoint import load_quantized, save_quantized
     from svdquant.config import LayerSettings, SVDQuantConfig
     from svdquant.formats import (
@@ -105,6 +111,8 @@ if TYPE_CHECKING:
         smoothquant_scale,
     )
     from svdquant.svdq_linear import SVDQLinear
+    from svdquant.svdq_pointwise import SVDQPointwiseConv
+    from svdquant.svdq_shared import SharedInput, SVDQSharedLinear
 
 
 def __getattr__(name: str) -> Any:
@@ -120,7 +128,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__version__ = "0.0.1"
+__version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
@@ -139,6 +147,11 @@ __all__ = [
     "QuantizationError",
     "QuantizedWeight",
     "SVDQLinear",
+    "SVDQPointwiseConv",
+    "SVDQSharedLinear",
+    "SharedInput",
+    "Calibration",
+    "find_blocks",
     "SVDQuantConfig",
     "SVDQuantError",
     "SharedLowRankResult",

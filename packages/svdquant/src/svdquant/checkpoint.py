@@ -5,7 +5,12 @@ layer tensors keep the Nunchaku engine's names (``qweight``, ``wscales``, ``wtsc
 ``smooth_factor``, ``proj_down``, ``proj_up``, ``bias``; ``act_shift`` for unsigned inputs), prefixed by the
 module name, next to the model's other (16-bit) tensors. ``__metadata__`` holds ``format`` (``svdquant/1``),
 ``quantization_config`` (the :class:`SVDQuantConfig` as JSON, or ``null``), ``modules`` (JSON: each quantized
-module's name and the settings needed to rebuild it empty) and the package ``version``.
+module's name and the settings needed to rebuild it empty: its ``kind``, ``linear`` or ``pointwise_conv`` for a
+quantized 1x1 convolution, and for layers sharing one input (q/k/v) ``shared_input``, the name of the group's
+first member) and the package ``version``.
+
+safetensors refuses tensors that share memory, so the smoothing and down-projection shared by a group are stored
+once per member; loading links the members again (one tensor object each, one run-time cache).
 
 The file is written atomically (a temporary file in the same folder, fsync, ``os.replace``), so a crash never
 leaves a half-written checkpoint. Loading checks the whole file against the model before changing anything: on
@@ -28,6 +33,8 @@ from torch import Tensor, nn
 from svdquant.config import SVDQuantConfig
 from svdquant.errors import CheckpointError, ConfigError, InputError
 from svdquant.svdq_linear import SVDQLinear
+from svdquant.svdq_pointwise import SVDQPointwiseConv, pointwise_problem
+from svdquant.svdq_shared import SVDQSharedLinear, link_shared
 
 __all__ = ["FORMAT", "load_quantized", "save_quantized"]
 
@@ -54,8 +61,9 @@ def _atomic_output(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _layer_meta(layer: SVDQLinear) -> dict[str, Any]:
-    return {
+def _layer_meta(layer: SVDQLinear, shared_with: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "kind": "pointwise_conv" if isinstance(layer, SVDQPointwiseConv) else "linear",
         "in_features": layer.in_features,
         "out_features": layer.out_features,
         "rank": layer.rank,
@@ -67,6 +75,18 @@ def _layer_meta(layer: SVDQLinear) -> dict[str, Any]:
         "dtype": str(layer.dtype).removeprefix("torch."),
         "wcscales": layer.wcscales is not None,
     }
+    if shared_with is not None:
+        meta["shared_input"] = shared_with
+    return meta
+
+
+def _shared_leaders(layers: dict[str, SVDQLinear]) -> dict[str, str]:
+    """Each member of a shared-input group present in ``layers`` (two or more) -> the group's first name."""
+    groups: dict[int, list[str]] = {}
+    for name, m in layers.items():
+        if isinstance(m, SVDQSharedLinear) and m.shared_input is not None:
+            groups.setdefault(id(m.shared_input), []).append(name)
+    return {n: g[0] for g in groups.values() if len(g) > 1 for n in g}
 
 
 def save_quantized(model: nn.Module, path: str | os.PathLike[str], config: SVDQuantConfig | None = None) -> Path:
@@ -95,10 +115,11 @@ def save_quantized(model: nn.Module, path: str | os.PathLike[str], config: SVDQu
             t = t.clone()
         seen.add(ident)
         tensors[key] = t
+    leaders = _shared_leaders(layers)
     metadata = {
         "format": FORMAT,
         "quantization_config": "null" if cfg is None else cfg.model_dump_json(),
-        "modules": json.dumps({name: _layer_meta(m) for name, m in layers.items()}),
+        "modules": json.dumps({name: _layer_meta(m, leaders.get(name)) for name, m in layers.items()}),
         "version": __version__,
     }
     dest = Path(path)
@@ -140,7 +161,19 @@ def _parse_modules(path: Path, metadata: dict[str, str]) -> dict[str, dict[str, 
 def _empty_layer(path: Path, name: str, meta: Any) -> SVDQLinear:
     try:
         dtype = _DTYPES[meta["dtype"]]
-        return SVDQLinear(
+        kind = meta.get("kind", "linear")
+        if kind not in ("linear", "pointwise_conv"):
+            raise ValueError(f"unknown kind {kind!r}")
+        if kind == "pointwise_conv" and "shared_input" in meta:
+            raise ValueError("a pointwise convolution cannot share its input")
+        cls = (
+            SVDQPointwiseConv
+            if kind == "pointwise_conv"
+            else SVDQSharedLinear
+            if "shared_input" in meta
+            else SVDQLinear
+        )
+        return cls(
             int(meta["in_features"]),
             int(meta["out_features"]),
             int(meta["rank"]),
@@ -152,15 +185,47 @@ def _empty_layer(path: Path, name: str, meta: Any) -> SVDQLinear:
             dtype=dtype,
             wcscales=bool(meta["wcscales"]),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: bad settings for module {name!r}: {meta!r} ({e})") from e
+
+
+def _compatible(old: nn.Module, layer: SVDQLinear) -> bool:
+    shape = (layer.in_features, layer.out_features)
+    if isinstance(layer, SVDQPointwiseConv):
+        if isinstance(old, SVDQPointwiseConv):
+            return (old.in_features, old.out_features) == shape
+        return (
+            isinstance(old, nn.Conv2d)
+            and pointwise_problem(old) is None
+            and (old.in_channels, old.out_channels) == shape
+        )
+    if isinstance(old, SVDQPointwiseConv) or not isinstance(old, nn.Linear | SVDQLinear):
+        return False
+    return (old.in_features, old.out_features) == shape
+
+
+def _shared_groups(path: Path, modules: dict[str, Any], new: dict[str, SVDQLinear]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for name, meta in modules.items():
+        if "shared_input" in meta:
+            groups.setdefault(str(meta["shared_input"]), []).append(name)
+    for leader, names in groups.items():
+        if leader not in names or len(names) < 2:
+            raise CheckpointError(
+                f"{path}: shared-input group {leader!r} must list its leader and a second member, found {names}"
+            )
+        k = {new[n].in_features for n in names}
+        if len(k) != 1:
+            raise CheckpointError(f"{path}: shared-input group {leader!r} mixes in_features {sorted(k)}")
+    return groups
 
 
 def load_quantized(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Load a :func:`save_quantized` file into ``model``, the float skeleton of the same architecture.
 
-    The quantized modules listed in the file replace the model's ``nn.Linear`` modules of those names (the
-    in/out features must match), and every tensor is loaded strictly. Raises :class:`CheckpointError` naming the
+    The quantized modules listed in the file replace the model's ``nn.Linear`` (or, for ``pointwise_conv``
+    entries, 1x1 ``nn.Conv2d``) modules of those names (the in/out features must match), every tensor is loaded
+    strictly, and the members of each shared-input group are linked again. Raises :class:`CheckpointError` naming the
     file and the keys for another format, a truncated file, or missing, unexpected or misshaped tensors; the
     model is then unchanged. Returns ``model``.
     """
@@ -174,15 +239,14 @@ def load_quantized(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         except AttributeError as e:
             raise CheckpointError(f"{p}: quantized module {name!r} does not exist in {type(model).__name__}") from e
         layer = _empty_layer(p, name, meta)
-        if not isinstance(old, nn.Linear | SVDQLinear) or (old.in_features, old.out_features) != (
-            layer.in_features,
-            layer.out_features,
-        ):
+        if not _compatible(old, layer):
+            what = "a 1x1 Conv2d" if isinstance(layer, SVDQPointwiseConv) else "a Linear"
             raise CheckpointError(
-                f"{p}: module {name!r} must be a Linear({layer.in_features}, {layer.out_features}) in the model, "
+                f"{p}: module {name!r} must be {what}({layer.in_features}, {layer.out_features}) in the model, "
                 f"found {old!r}"
             )
         new[name] = layer
+    groups = _shared_groups(p, modules, new)
     # The state dict the model will have after the swap: the kept modules' tensors plus the new layers'.
     expected: dict[str, Tensor] = {}
     replaced = tuple(f"{n}." for n in new)
@@ -220,6 +284,8 @@ def load_quantized(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         for name, old in originals.items():
             _set_module(model, name, old)
         raise CheckpointError(f"{p}: loading failed, the model was left unchanged: {e}") from e
+    for names in groups.values():
+        link_shared([new[n] for n in names], names)  # type: ignore[misc]
     cfg = json.loads(metadata["quantization_config"])
     if cfg is not None:
         model.svdquant_config = SVDQuantConfig(**cfg)  # type: ignore[assignment]

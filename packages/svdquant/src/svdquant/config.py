@@ -87,6 +87,35 @@ class SVDQuantConfig(BaseModel):
         4096, description="Input rows kept per layer (uniform subsample over all calibration batches)."
     )
     seed: int = Field(0, description="Seed of the token subsampling and the randomized SVD.")
+    calibration_mode: Literal["whole", "blocks"] = Field(
+        "whole",
+        description="'whole': one pass of the float model with hooks on every targeted layer. 'blocks': cache "
+        "the inputs of the first block of `blocks`, then calibrate, quantize and run one block at a time, so only "
+        "one block's inputs are held and each block is calibrated on the output of the quantized blocks before it.",
+    )
+    blocks: str | None = Field(
+        None,
+        description="Name of the nn.ModuleList of repeated blocks streamed in 'blocks' mode; None picks the "
+        "ModuleList holding the most targeted layers.",
+    )
+    offload_block_inputs: bool = Field(
+        True, description="In 'blocks' mode, keep the cached block inputs on the CPU between block runs."
+    )
+    share_inputs: bool = Field(
+        True,
+        description="Give sibling layers (children of one module) that read the very same input tensor in every "
+        "calibration call (q/k/v) one smoothing and one low-rank down-projection, computed once per input.",
+    )
+    shared_groups: tuple[tuple[str, ...], ...] = Field(
+        (),
+        description="Explicit groups of module names sharing one input (each overrides detection for its "
+        "members); honoured without calibration data too.",
+    )
+    allowed_linear_subclasses: tuple[str, ...] = Field(
+        ("linear_dit.linear_attention.FusedQKV",),
+        description="Qualified class names of nn.Linear subclasses with their own forward that may be replaced; "
+        "the replacement returns the plain product x W^T + b. Any other such subclass is an error unless skipped.",
+    )
 
     @field_validator("overrides", mode="before")
     @classmethod
@@ -111,6 +140,16 @@ class SVDQuantConfig(BaseModel):
             raise ValueError(f"num_grids must be >= 1, found {self.num_grids}")
         if self.max_calibration_tokens < 1:
             raise ValueError(f"max_calibration_tokens must be >= 1, found {self.max_calibration_tokens}")
+        if self.blocks is not None and not self.blocks.strip():
+            raise ValueError("blocks must be a module name or None, found an empty string")
+        seen: set[str] = set()
+        for group in self.shared_groups:
+            if len(group) < 2 or len(set(group)) != len(group):
+                raise ValueError(f"each shared group needs at least two distinct module names, found {group!r}")
+            again = sorted(seen & set(group))
+            if again:
+                raise ValueError(f"module(s) {again} appear in more than one shared group")
+            seen |= set(group)
         for pattern, update in self.overrides:
             unknown = sorted(set(update) - _OVERRIDABLE)
             if unknown:
