@@ -1,7 +1,7 @@
 """SVDQuant's fused INT4 kernels (Li et al., ICLR 2025, Sec. 4.3) against their PyTorch references.
 
 Tests marked ``kernels`` run the Triton kernels; CI runs them on the CPU under ``TRITON_INTERPRET=1``. The
-integer part (packed codes, scales, int32 group sums) must match bit for bit on odd shapes; the fp32 parts
+integer part (codes, scales, int32 group sums) must match bit for bit on odd shapes; the fp32 parts
 agree up to summation order. Unmarked tests check the references against SVDQLinear and the dispatch on CPU.
 """
 
@@ -18,9 +18,9 @@ from sq_testing import outlier_activations, structured_weight
 from torch import nn
 
 from svdquant.config import SVDQuantConfig
-from svdquant.formats import quantize_int4, quantize_weight
+from svdquant.formats import pack_int4, quantize_int4, quantize_weight, unpack_int4
 from svdquant.kernels import dispatch
-from svdquant.kernels.gemm_w4a4 import gemm_w4a4_ref, int4_group_sums
+from svdquant.kernels.gemm_w4a4 import GemmConfig, gemm_w4a4_ref, int4_group_sums
 from svdquant.kernels.quantize_act import quantize_act_fused_ref
 from svdquant.svdq_linear import SVDQLinear
 
@@ -57,9 +57,10 @@ def _layer(n: int, k: int, dtype: torch.dtype, calib: torch.Tensor | None, **upd
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_quantize_reference_is_formats_rule(dtype: torch.dtype) -> None:
     x, smooth, pd = _act(7, 128, 16, dtype, seed=1)
-    packed, scales, lora = quantize_act_fused_ref(x, smooth, pd)
+    codes, scales, lora = quantize_act_fused_ref(x, smooth, pd)
     want = quantize_int4((x.float() / smooth.float()).to(dtype), 64)
-    assert torch.equal(packed, want.packed) and torch.equal(scales, want.scales) and scales.dtype == dtype
+    assert codes.dtype == torch.int8 and torch.equal(codes, unpack_int4(want.packed))
+    assert torch.equal(scales, want.scales) and scales.dtype == dtype
     torch.testing.assert_close(lora, x.float() @ pd.float())
 
 
@@ -67,9 +68,7 @@ def test_group_sums_are_the_integer_products() -> None:
     x, smooth, _ = _act(5, 128, 0, torch.float32, seed=2)
     a = quantize_int4(x, 64)
     w = quantize_int4(torch.randn(9, 128), 64)
-    sums = int4_group_sums(a.packed, w.packed, 64)
-    from svdquant.formats import unpack_int4
-
+    sums = int4_group_sums(unpack_int4(a.packed), w.packed, 64)
     ac, wc = unpack_int4(a.packed).long(), unpack_int4(w.packed).long()
     want = torch.stack([ac[:, g * 64 : (g + 1) * 64] @ wc[:, g * 64 : (g + 1) * 64].T for g in range(2)])
     assert sums.dtype == torch.int32 and torch.equal(sums.long(), want)
@@ -86,11 +85,13 @@ def test_references_compose_to_svdq_linear_forward(unsigned: bool) -> None:
     if unsigned:
         x = torch.nn.functional.gelu(x)
     shift = float(layer.act_shift) if layer.act_shift is not None else 0.0
-    packed, ascales, lora = quantize_act_fused_ref(x, layer.smooth_factor, layer.proj_down, 64, unsigned, shift)
+    codes, ascales, lora = quantize_act_fused_ref(x, layer.smooth_factor, layer.proj_down, 64, unsigned, shift)
+    if unsigned:
+        assert int(codes.min()) >= 0 and int(codes.max()) <= 15
     bias = layer.bias
     if shift:
         bias = bias - (shift / layer.smooth_factor) @ layer.dequantized_weight().T
-    y = gemm_w4a4_ref(packed, ascales, layer.qweight, layer.wscales, lora, layer.proj_up, bias, unsigned)
+    y = gemm_w4a4_ref(codes, ascales, layer.qweight, layer.wscales, lora, layer.proj_up, bias)
     with dispatch_disabled():
         want = layer(x)
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-4 * float(want.abs().max()))
@@ -99,8 +100,8 @@ def test_references_compose_to_svdq_linear_forward(unsigned: bool) -> None:
 def test_bf16_reference_is_within_16_bit_rounding_of_the_layer() -> None:
     layer = _layer(40, 128, torch.bfloat16, outlier_activations(64, 128, seed=7).bfloat16())
     x = outlier_activations(9, 128, seed=8).bfloat16()
-    packed, ascales, lora = quantize_act_fused_ref(x, layer.smooth_factor, layer.proj_down)
-    y = gemm_w4a4_ref(packed, ascales, layer.qweight, layer.wscales, lora, layer.proj_up, layer.bias)
+    codes, ascales, lora = quantize_act_fused_ref(x, layer.smooth_factor, layer.proj_down)
+    y = gemm_w4a4_ref(codes, ascales, layer.qweight, layer.wscales, lora, layer.proj_up, layer.bias)
     with dispatch_disabled():
         want = layer(x)
     assert y.dtype == torch.bfloat16
@@ -146,6 +147,11 @@ def test_import_svdquant_does_not_import_triton() -> None:
 # ------------------------------------------------------------------------------- Triton kernels (interpreter)
 
 SHAPES = [(1, 64, 16, 16), (7, 128, 40, 0), (33, 128, 40, 16), (7, 64, 16, 48)]
+CONFIGS = [
+    GemmConfig(block_m=16, block_n=16, num_warps=1, num_stages=1),
+    GemmConfig(block_m=16, block_n=32, swap=True, num_warps=1, num_stages=1),
+    GemmConfig(block_m=32, block_n=16, swap=True, split_k=2, group_m=2, num_warps=1, num_stages=1),
+]
 
 
 @pytest.mark.kernels
@@ -156,12 +162,14 @@ def test_quantize_kernel_matches_reference(m: int, k: int, n: int, r: int, dtype
     from svdquant.kernels.quantize_act import quantize_act_fused
 
     x, smooth, pd = _act(m, k, r, dtype, seed=m + k + r)
-    got = quantize_act_fused(x, smooth, pd)
     want = quantize_act_fused_ref(x, smooth, pd)
-    assert torch.equal(got[0], want[0]), "packed codes differ"
-    assert torch.equal(got[1], want[1]), "activation scales differ"
-    assert got[2].shape == (m, r)
-    torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-5)
+    # The default launch, then one with wider K blocks and K split across programs (atomic down-projection).
+    for launch in ({}, {"block_m": 32, "block_k": k, "split_k": 1}, {"block_k": 64, "split_k": k // 64}):
+        got = quantize_act_fused(x, smooth, pd, **launch)
+        assert torch.equal(got[0], want[0]), f"codes differ ({launch})"
+        assert torch.equal(got[1], want[1]), f"activation scales differ ({launch})"
+        assert got[2].shape == (m, r)
+        torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.kernels
@@ -192,17 +200,19 @@ def test_gemm_integer_part_is_exact(m: int, k: int, n: int, r: int, unsigned: bo
 
     gen = torch.Generator().manual_seed(m * n + k)
     hi = 16 if unsigned else 8
-    codes = torch.randint(0 if unsigned else -8, hi, (m, k), generator=gen)
-    from svdquant.formats import pack_int4
-
-    packed = pack_int4(codes.to(torch.uint8 if unsigned else torch.int8))
+    codes = torch.randint(0 if unsigned else -8, hi, (m, k), generator=gen).to(torch.int8)
     qweight = pack_int4(torch.randint(-8, 8, (n, k), generator=gen).to(torch.int8))
     ascales = (2.0 ** torch.randint(-2, 2, (m, k // 64), generator=gen)).float()
     wscales = (2.0 ** torch.randint(-2, 2, (k // 64, n), generator=gen)).float()
     none = torch.zeros(m, 0)
-    got = gemm_w4a4(packed, ascales, qweight, wscales, none, torch.zeros(n, 0), None, unsigned, block_m=16, block_n=16)
-    want = gemm_w4a4_ref(packed, ascales, qweight, wscales, none, torch.zeros(n, 0), None, unsigned)
-    assert torch.equal(got, want)
+    want = gemm_w4a4_ref(codes, ascales, qweight, wscales, none, torch.zeros(n, 0), None)
+    # Every launch shape: both operand orders, a K split (atomic fp32 sums: exact here, as all are small
+    # multiples of powers of two) and a transposed (group-major) scale layout as the quantize kernel writes it.
+    for cfg in CONFIGS:
+        if (k // 64) % cfg.split_k:
+            continue
+        got = gemm_w4a4(codes, ascales.T.contiguous().T, qweight, wscales, none, torch.zeros(n, 0), None, config=cfg)
+        assert torch.equal(got, want), cfg
 
 
 @pytest.mark.kernels
@@ -213,15 +223,18 @@ def test_gemm_kernel_matches_reference(m: int, k: int, n: int, r: int, dtype: to
     from svdquant.kernels.gemm_w4a4 import gemm_w4a4
 
     x, smooth, pd = _act(m, k, r, dtype, seed=k + n)
-    packed, ascales, lora = quantize_act_fused_ref(x, smooth, pd)
+    codes, ascales, lora = quantize_act_fused_ref(x, smooth, pd)
     qw = quantize_weight(torch.randn(n, k, generator=torch.Generator().manual_seed(n)).to(dtype), "int4")
     pu = (torch.randn(n, r) / 4).to(dtype)
     bias = torch.randn(n).to(dtype)
-    got = gemm_w4a4(packed, ascales, qw.qweight, qw.wscales, lora, pu, bias)
-    want = gemm_w4a4_ref(packed, ascales, qw.qweight, qw.wscales, lora, pu, bias)
-    assert got.dtype == dtype and got.shape == (m, n)
-    # Same fp32 operations in the same order per element; allow one 16-bit ulp for any contraction difference.
-    torch.testing.assert_close(got, want, rtol=2**-7, atol=1e-3)
+    want = gemm_w4a4_ref(codes, ascales, qw.qweight, qw.wscales, lora, pu, bias)
+    for cfg in [None, *CONFIGS]:
+        if cfg is not None and (k // 64) % cfg.split_k:
+            continue
+        got = gemm_w4a4(codes, ascales, qw.qweight, qw.wscales, lora, pu, bias, config=cfg)
+        assert got.dtype == dtype and got.shape == (m, n)
+        # Same fp32 operations per element (a K split changes the summation order); allow one 16-bit ulp.
+        torch.testing.assert_close(got, want, rtol=2**-7, atol=1e-3)
 
 
 @pytest.mark.kernels
@@ -242,3 +255,32 @@ def test_layer_forward_through_kernels(unsigned: bool) -> None:
     assert y.shape == want.shape == (7, 1, n)
     err = (y.float() - want.float()).norm() / want.float().norm()
     assert err < 1e-2, f"relative error {err:.3g}"
+
+
+@pytest.mark.kernels
+@needs_interpreter
+def test_shared_group_quantizes_its_input_once_through_the_kernels() -> None:
+    from test_shared_down import FAST as SHARED_FAST
+    from test_shared_down import Block, _data
+
+    from svdquant.quantize import quantize_
+
+    block = Block()
+    quantize_(block, SHARED_FAST, calibration=_data())
+    shared = block.attn1.to_q.shared_input
+    assert shared is not None
+    x, text = _data(1, seed=9)[0]
+    with dispatch_disabled():
+        want = block(x, text)
+    before = shared.act_computed
+    h = block.norm1(x)
+    h[..., :2] *= 30.0
+    ys = [block.get_submodule(n)(h) for n in ("attn1.to_q", "attn1.to_k", "attn1.to_v")]
+    assert shared.act_computed == before + 1  # one fused quantize + down-projection for q, k and v
+    assert dispatch.fused_forward(block.attn1.to_q, h) is not None  # the kernel path was the one taken
+    with dispatch_disabled():
+        for n, y in zip(("attn1.to_q", "attn1.to_k", "attn1.to_v"), ys, strict=True):
+            ref = block.get_submodule(n)(h.clone())
+            assert (y - ref).norm() / ref.norm() < 1e-4, n
+    got = block(x, text)
+    assert (got - want).norm() / want.norm() < 1e-4

@@ -44,7 +44,7 @@ def quantize_act(
     unsigned: bool = False,
     shift: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """INT4 activation quantization fused with the down-projection: ``(packed, ascales, lora_act)``.
+    """INT4 activation quantization fused with the down-projection: ``(codes, ascales, lora_act)``.
 
     Triton when :func:`use_triton` and the group size suits the kernel, else
     :func:`svdquant.kernels.quantize_act.quantize_act_fused_ref`.
@@ -59,26 +59,39 @@ def quantize_act(
 
 
 def w4a4_gemm(
-    packed_act: Tensor,
+    codes: Tensor,
     ascales: Tensor,
     qweight: Tensor,
     wscales: Tensor,
     lora_act: Tensor,
     proj_up: Tensor,
     bias: Tensor | None = None,
-    unsigned: bool = False,
     out_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """INT4 W4A4 GEMM with the low-rank up-projection and bias: Triton or
     :func:`svdquant.kernels.gemm_w4a4.gemm_w4a4_ref`."""
-    group = packed_act.shape[-1] * 2 // max(int(ascales.shape[-1]), 1)
-    if use_triton(packed_act) and group in _KERNEL_GROUPS:
+    group = codes.shape[-1] // max(int(ascales.shape[-1]), 1)
+    if use_triton(codes) and group in _KERNEL_GROUPS:
         from svdquant.kernels.gemm_w4a4 import gemm_w4a4
 
-        return gemm_w4a4(packed_act, ascales, qweight, wscales, lora_act, proj_up, bias, unsigned, out_dtype)
+        return gemm_w4a4(codes, ascales, qweight, wscales, lora_act, proj_up, bias, out_dtype)
     from svdquant.kernels.gemm_w4a4 import gemm_w4a4_ref
 
-    return gemm_w4a4_ref(packed_act, ascales, qweight, wscales, lora_act, proj_up, bias, unsigned, out_dtype)
+    return gemm_w4a4_ref(codes, ascales, qweight, wscales, lora_act, proj_up, bias, out_dtype)
+
+
+def _shifted_bias(layer: SVDQLinear, shift: float) -> Tensor:
+    """``bias - (shift / smooth) W^T`` in fp32, cached on the layer: dequantizing the weight costs a full pass over
+    it, so it is redone only when a tensor it depends on changed (in place: version counter; replaced: identity)."""
+    deps = (layer.qweight, layer.wscales, layer.smooth_factor, layer.bias)
+    key = (shift, *((id(t), t._version) if t is not None else None for t in deps))
+    cached = getattr(layer, "_shifted_bias_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    correction = (shift / layer.smooth_factor.float()) @ layer.dequantized_weight().float().T
+    bias = -correction if layer.bias is None else layer.bias.float() - correction
+    layer._shifted_bias_cache = (key, bias)  # type: ignore[assignment]  # plain attribute: not saved
+    return bias
 
 
 def fused_forward(layer: SVDQLinear, x: Tensor) -> Tensor | None:
@@ -94,15 +107,15 @@ def fused_forward(layer: SVDQLinear, x: Tensor) -> Tensor | None:
     lead = x.shape[:-1]
     x2 = x.reshape(-1, layer.in_features)
     shift = float(layer.act_shift) if layer.act_shift is not None else 0.0
-    packed, ascales, lora_act = quantize_act(
-        x2, layer.smooth_factor, layer.proj_down, layer.group_size, layer.act_unsigned, shift
-    )
+
+    def compute() -> tuple[Tensor, Tensor, Tensor]:
+        return quantize_act(x2, layer.smooth_factor, layer.proj_down, layer.group_size, layer.act_unsigned, shift)
+
+    # Members of a shared-input group (q/k/v) quantize the common input and project it down once.
+    shared = getattr(layer, "shared_input", None)
+    codes, ascales, lora_act = shared.kernel_inputs(layer, x, compute) if shared is not None else compute()
     bias: Tensor | None = layer.bias
     if shift != 0.0:
-        w = layer.dequantized_weight()
-        correction = (shift / layer.smooth_factor.float()) @ w.T
-        bias = -correction if bias is None else bias.float() - correction
-    y = w4a4_gemm(
-        packed, ascales, layer.qweight, layer.wscales, lora_act, layer.proj_up, bias, layer.act_unsigned, x.dtype
-    )
+        bias = _shifted_bias(layer, shift)
+    y = w4a4_gemm(codes, ascales, layer.qweight, layer.wscales, lora_act, layer.proj_up, bias, x.dtype)
     return y.reshape(*lead, layer.out_features)
