@@ -193,29 +193,10 @@ def _k2(
 
 
 def graph_ms(fn: Callable[[], object], iters: int = 50) -> float:
-    """Median milliseconds of one ``fn()`` call, replayed ten at a time from a CUDA graph (no launch overhead)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(10):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    st, en = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(iters // 10 + 3):
-        st.record()
-        g.replay()
-        en.record()
-        torch.cuda.synchronize()
-        times.append(st.elapsed_time(en) / 10)
-    times.sort()
-    return times[len(times) // 2]
+    """Median milliseconds of one ``fn()`` call replayed from a CUDA graph: bench_gemm.py's timer."""
+    from bench_gemm import graph_ms as timer  # same folder: run as a script, the folder is on sys.path
+
+    return timer(fn, iters)
 
 
 def profile(m: int) -> None:

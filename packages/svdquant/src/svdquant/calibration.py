@@ -157,6 +157,20 @@ def run_calibration(model: nn.Module, calibration: Calibration) -> None:
                 )
 
 
+def run_hooked(model: nn.Module, calibration: Calibration, handles: Sequence[Any]) -> None:
+    """Run the calibration data through ``model``, then remove the hook ``handles`` whatever happens; an error
+    of the model's own code becomes a :class:`QuantizationError` (the package's errors pass through)."""
+    try:
+        run_calibration(model, calibration)
+    except SVDQuantError:
+        raise
+    except Exception as e:
+        raise QuantizationError(f"quantize_: running the calibration data through the model failed: {e}") from e
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def find_blocks(model: nn.Module, config: SVDQuantConfig, targets: Sequence[str]) -> tuple[str, nn.ModuleList]:
     """The ``nn.ModuleList`` streamed in blocks mode: ``config.blocks``, or the one holding the most targets."""
     lists = {name: m for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and name}
@@ -332,15 +346,7 @@ def stream_blocks(
         cache.add(args, kwargs, block0)
 
     handles.append(blocks[0].register_forward_pre_hook(cache_inputs, with_kwargs=True))
-    try:
-        run_calibration(model, calibration)
-    except SVDQuantError:
-        raise
-    except Exception as e:
-        raise QuantizationError(f"quantize_: running the calibration data through the model failed: {e}") from e
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, calibration, handles)
     if not cache.entries:
         raise InputError(f"the calibration run never called block {block0!r}; blocks mode has nothing to stream")
     if outside:

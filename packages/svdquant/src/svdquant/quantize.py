@@ -37,7 +37,7 @@ from svdquant.calibration import (
     InputTokens,
     _Capture,
     install_captures,
-    run_calibration,
+    run_hooked,
     stream_blocks,
 )
 from svdquant.config import SVDQuantConfig
@@ -322,15 +322,7 @@ def quantize_(
     if calibration is not None:
         gen = torch.Generator().manual_seed(cfg.seed)
         captures, handles = install_captures(modules, cfg, gen, InputTokens())
-        try:
-            run_calibration(model, calibration)
-        except SVDQuantError:
-            raise
-        except Exception as e:
-            raise QuantizationError(f"quantize_: running the calibration data through the model failed: {e}") from e
-        finally:
-            for h in handles:
-                h.remove()
+        run_hooked(model, calibration, handles)
     built, reports = _build(names, modules, captures, cfg)
     for name, layer in built.items():
         _set_module(model, name, layer)
