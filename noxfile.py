@@ -179,7 +179,7 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session, pkg: str) -> None:
     """One package's tests in a venv holding only its declared dependencies (and test extra).
 
-    Tests marked `kernels` or `dist` run in their own sessions. A package whose run collects no
+    Tests marked `kernels`, `dist` or `integration` run in their own sessions. A package whose run collects no
     test fails (pytest exit 5).
     """
     session.env["OMP_NUM_THREADS"] = "2"
@@ -190,9 +190,19 @@ def tests(session: nox.Session, pkg: str) -> None:
         "-p",
         "no:cacheprovider",
         "-m",
-        "not kernels and not dist",
+        "not kernels and not dist and not integration",
         *session.posargs,
     )
+
+
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    """Tests marked `integration` (they use a sibling package outside the tested package's dependencies, e.g.
+    svdquant quantizing a linear_dit model) with every package installed; there they must import, not skip."""
+    session.env["OMP_NUM_THREADS"] = "2"
+    session.env["MONOREPO_INTEGRATION"] = "1"
+    _install_packages(session, PACKAGES, with_tests=True)
+    _run_marked(session, "integration")
 
 
 @nox.session(python=PYTHON)

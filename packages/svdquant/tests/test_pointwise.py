@@ -97,7 +97,8 @@ def test_linear_subclasses_with_their_own_forward() -> None:
 
 
 def _linear_dit() -> nn.Module:
-    ldit = pytest.importorskip("linear_dit")
+    import linear_dit as ldit  # a sibling package outside svdquant's dependencies: integration tests only
+
     cfg = ldit.LinearDiTConfig.from_name("tiny")
     torch.manual_seed(0)
     model = ldit.LinearDiT(cfg).eval()
@@ -122,6 +123,7 @@ def _ldit_batch(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 LDIT = FAST.model_copy(update={"overrides": (("*point_conv", {"group_size": 32}),)})
 
 
+@pytest.mark.integration
 def test_linear_dit_tiny_quantizes_attention_and_the_ffn_convolutions(tmp_path: Path) -> None:
     model = _linear_dit()
     calib = [_ldit_batch(s) for s in range(3)]
