@@ -176,6 +176,25 @@ def test_qoq_beats_rtn_on_outlier_model() -> None:
     assert inc["w8a8"] < inc["rtn-w4a8kv4"], inc
 
 
+def test_auto_rotation_keeps_the_copy_with_the_lower_calibration_loss() -> None:
+    calib = ids(8, 32, 3)
+    reports = {}
+    for rotate in ("auto", True, False):
+        m = tiny()
+        reports[rotate] = quantize_(m, QoQConfig(rotate=rotate), calib)
+    auto = reports["auto"]
+    assert auto.calibration_loss_rotated is not None and auto.calibration_loss_plain is not None
+    assert auto.rotated == (auto.calibration_loss_rotated < auto.calibration_loss_plain)
+    assert reports[True].rotated and not reports[False].rotated
+    assert reports[True].calibration_loss_rotated is None  # only "auto" scores both
+    # The loss "auto" recorded for its pick is that copy's own loss: the same model as a fixed choice gives.
+    m_auto, m_fixed = tiny(), tiny()
+    quantize_(m_auto, QoQConfig(rotate="auto"), calib)
+    quantize_(m_fixed, QoQConfig(rotate=auto.rotated), calib)
+    with torch.no_grad():
+        assert torch.equal(m_auto(calib[:2]), m_fixed(calib[:2]))
+
+
 def test_errors_leave_model_unchanged() -> None:
     m = tiny()
     before = {k: v.clone() for k, v in m.state_dict().items()}

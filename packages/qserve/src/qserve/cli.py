@@ -146,6 +146,7 @@ def quantize(
         "seconds": time.perf_counter() - t0,
         "quantized_linears": report.linears,
         "calibration_tokens": report.calibration_tokens,
+        "rotated": report.rotated,
         "tokenizer_files_copied": ", ".join(copied) or "none",
     }
     _echo(result, as_json)
