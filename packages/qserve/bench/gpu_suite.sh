@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One-shot GPU checks of the 4-bit packages (qserve and svdquant), sized for a 15-minute device budget.
+#
+# Run from the repository root on a CUDA machine:   OUT=/some/dir bash packages/qserve/bench/gpu_suite.sh
+# Installs nothing and reaches no network. Extra pure-Python packages the GPU image lacks (e.g. pydantic built for
+# its Python) may sit in $EXTRA_SITE (default /tmp/site) and are put on PYTHONPATH. Each part has its own timeout;
+# a failing part is logged and the suite goes on. Results land in $OUT: suite.log, status.txt (part -> exit code)
+# and one .log / .json per part.
+set -u
+OUT=${OUT:-/tmp/gpu_suite}
+mkdir -p "$OUT"
+ROOT=$(pwd)
+EXTRA_SITE=${EXTRA_SITE:-/tmp/site}
+export PYTHONPATH="$EXTRA_SITE:$ROOT/packages/qserve/src:$ROOT/packages/svdquant/src:$ROOT/packages/svdquant/bench${PYTHONPATH:+:$PYTHONPATH}"
+: > "$OUT/status.txt"
+{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; python -c "import torch, triton; print(torch.__version__, triton.__version__)"; } > "$OUT/env.txt" 2>&1
+
+part() {  # part NAME TIMEOUT_S COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    echo "[$(date +%T)] $name" | tee -a "$OUT/suite.log"
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    echo "$name $rc" >> "$OUT/status.txt"
+    tail -n 4 "$OUT/$name.log" | tee -a "$OUT/suite.log"
+}
+
+part qserve_engine 120 python packages/qserve/bench/gpu_check_engine.py
+part qserve_kernels 240 python packages/qserve/bench/bench_kernels.py --sweep --json "$OUT/qserve_kernels.json"
+part svdquant_layers 120 python packages/svdquant/bench/gpu_check_layers.py
+part svdquant_gemm 180 python packages/svdquant/bench/bench_gemm.py --json "$OUT/svdquant_gemm.json"
+echo "[$(date +%T)] done" | tee -a "$OUT/suite.log"
