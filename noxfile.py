@@ -25,7 +25,7 @@ TORCH = "torch==2.13.0"
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 
-nox.options.sessions = ["lint", "typecheck", "tests", "kernels", "dist"]
+nox.options.sessions = ["lint", "typecheck", "tests", "integration", "kernels", "dist"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
