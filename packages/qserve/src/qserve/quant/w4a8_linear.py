@@ -9,6 +9,7 @@ exact PyTorch reference :func:`~qserve.quant.formats.w4a8_matmul_ref` otherwise.
 
 from __future__ import annotations
 
+import abc
 import importlib
 from collections.abc import Callable
 from functools import cache
@@ -51,7 +52,7 @@ def _triton_forward(x: torch.Tensor, layer: nn.Module) -> torch.Tensor | None:
     return y
 
 
-class QuantLinear(nn.Module):
+class QuantLinear(nn.Module, abc.ABC):
     """Shared forward of the quantized linears; subclasses define the stored weight format."""
 
     in_features: int
@@ -60,8 +61,9 @@ class QuantLinear(nn.Module):
     s1_scales: torch.Tensor
     bias: torch.Tensor | None
 
+    @abc.abstractmethod
     def weight_format(self) -> WeightFormat:
-        raise NotImplementedError
+        """The stored weight as its format container (W4A8Weight, W4A8ChannelWeight or W8A8Weight)."""
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> QuantLinear:
         # model.half() / model.to(bf16) must not touch the integer codes or the fp16 scales: only devices change.
