@@ -406,3 +406,18 @@ def test_generate_greedy_matches_argmax_of_full_forward() -> None:
     assert int(stopped[0, 5]) == eos and bool((stopped[0, 5:] == eos).all())
     with pytest.raises(InputError, match="context"):
         generate_greedy(m, prompt, max_new_tokens=c.max_position_embeddings)
+
+
+def test_logits_at_keeps_one_position_per_sequence() -> None:
+    cfg = LlamaConfig.from_name("tiny")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, cfg.vocab_size, (3, 7))
+    at = torch.tensor([6, 0, 3])
+    with torch.no_grad():
+        full = model(ids)
+        kept = model(ids, logits_at=at)
+    assert kept.shape == (3, 1, cfg.vocab_size)
+    torch.testing.assert_close(kept[:, 0], full[torch.arange(3), at], rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="logits_at"):
+        model(ids, logits_at=torch.tensor([1, 2]))

@@ -232,10 +232,13 @@ class LlamaForCausalLM(nn.Module):
         input_ids: torch.Tensor,
         positions: torch.Tensor | None = None,
         cache: AttentionCache | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits float32 ``[B, T, V]`` of ``input_ids`` ``[B, T]``.
 
         ``positions`` ``[B, T]`` defaults to ``arange(T)``, offset by the cached length of a :class:`DenseKVCache`.
+        ``logits_at`` (int ``[B]``) keeps one position per sequence: logits ``[B, 1, V]`` of those positions only,
+        which saves the head's product over a whole prompt when only the next token is needed (serving).
         """
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
             raise InputError(
@@ -257,8 +260,12 @@ class LlamaForCausalLM(nn.Module):
         x = self.model.embed_tokens(input_ids)  # [B, T, C]
         for i, layer in enumerate(self.model.layers):
             x = layer(x, ctx, i)
+        if logits_at is not None:
+            if logits_at.shape != (b,):
+                raise InputError(f"logits_at must be [B] = [{b}] positions, found {tuple(logits_at.shape)}")
+            x = x[torch.arange(b, device=x.device), logits_at.to(x.device)][:, None]  # [B, 1, C]
         x = self.model.norm(x)
-        return self.lm_head(x).float()  # [B, T, V]
+        return self.lm_head(x).float()  # [B, T, V] ([B, 1, V] with logits_at)
 
 
 class DenseKVCache:

@@ -206,10 +206,10 @@ class Engine:
         batch = self.cache.batch(
             [s.pages for s in seqs], [s.num_cached for s in seqs], n_new, decode_attention=self.decode_attention
         )
-        logits = self.model(ids.to(self.device), pos.to(self.device), cache=batch)  # [B, T, V]
+        last = torch.tensor([n - 1 for n in n_new], device=self.device)
+        logits = self.model(ids.to(self.device), pos.to(self.device), cache=batch, logits_at=last)  # [B, 1, V]
         self.stats["forward_tokens"] += len(seqs) * t_max
-        last = torch.tensor([n - 1 for n in n_new], device=logits.device)
-        return logits[torch.arange(len(seqs), device=logits.device), last]  # [B, V]
+        return logits[:, 0]  # [B, V]
 
     def _finish(self, seq: Sequence, reason: FinishReason) -> None:
         seq.status = SeqStatus.FINISHED
