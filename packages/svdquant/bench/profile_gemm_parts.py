@@ -219,110 +219,57 @@ def profile(m: int) -> None:
     cfgs = [(128, 128, 8, 3), (128, 128, 4, 4), (128, 256, 8, 3), (256, 128, 8, 3), (64, 128, 4, 4)]
     if M <= 64:
         cfgs = [(16, 64, 4, 4), (16, 32, 4, 4), (16, 128, 4, 4)]
-    best: tuple[float, tuple[int, int, int, int]] | None
     for pipe in (False, True):
         for swap in (False, True):
-            best = None
-            for bm, bn, nw, ns in cfgs + ([(64, 256, 8, 3), (128, 64, 4, 3)] if M > 64 else []):
-                if M <= 64 and not swap:
-                    continue
+
+            def split_unpack(bm: int, bn: int, nw: int, ns: int, swap: bool = swap, pipe: bool = pipe) -> None:
                 grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+                _k2[grid](a, wp, a_s, w_s, y, M, N, K, BM=bm, BN=bn, G=G, SWAP=swap, GM=8, PIPE=pipe,
+                          num_warps=nw, num_stages=ns)  # fmt: skip
 
-                def fn2(
-                    grid: tuple[int] = grid,
-                    bm: int = bm,
-                    bn: int = bn,
-                    nw: int = nw,
-                    ns: int = ns,
-                    swap: bool = swap,
-                    pipe: bool = pipe,
-                ) -> None:
-                    _k2[grid](
-                        a,
-                        wp,
-                        a_s,
-                        w_s,
-                        y,
-                        M,
-                        N,
-                        K,
-                        BM=bm,
-                        BN=bn,
-                        G=G,
-                        SWAP=swap,
-                        GM=8,
-                        PIPE=pipe,
-                        num_warps=nw,
-                        num_stages=ns,
-                    )
-
-                try:
-                    ms = graph_ms(fn2)
-                except Exception as e:
-                    print(f"   fail {bm},{bn},{nw},{ns}: {type(e).__name__} {str(e)[:100]}")
-                    continue
-                if best is None or ms < best[0]:
-                    best = (ms, (bm, bn, nw, ns))
-            if best:
-                tops = 2 * M * N * K / best[0] / 1e9
-                print(
-                    f"M={M} split-unpack pipe={pipe} swap={swap}: {best[0]:.4f} ms {tops:.0f} TOPS {best[1]}",
-                    flush=True,
-                )
+            extra = [(64, 256, 8, 3), (128, 64, 4, 3)] if M > 64 else []
+            _report_best(f"M={M} split-unpack pipe={pipe} swap={swap}", M, N, K, swap, cfgs + extra, split_unpack)
     for packed, scaled, fp8 in ((False, False, False), (True, True, False)):
         for swap in (False, True):
-            best = None
-            for bm, bn, nw, ns in cfgs:
-                if M <= 64 and not swap:
-                    continue
+
+            def variant(
+                bm: int, bn: int, nw: int, ns: int, swap: bool = swap, packed: bool = packed, scaled: bool = scaled,
+                fp8: bool = fp8,
+            ) -> None:  # fmt: skip
                 grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+                _k[grid](a8 if fp8 else a, wp if packed else w8, a_s, w_s, y, M, N, K, BM=bm, BN=bn, G=G,
+                         PACKED=packed, SCALED=scaled, SWAP=swap, GM=8, FP_ACC=fp8, num_warps=nw,
+                         num_stages=ns)  # fmt: skip
 
-                def fn(
-                    grid: tuple[int] = grid,
-                    bm: int = bm,
-                    bn: int = bn,
-                    nw: int = nw,
-                    ns: int = ns,
-                    swap: bool = swap,
-                    packed: bool = packed,
-                    scaled: bool = scaled,
-                    fp8: bool = fp8,
-                ) -> None:
-                    _k[grid](
-                        a8 if fp8 else a,
-                        wp if packed else w8,
-                        a_s,
-                        w_s,
-                        y,
-                        M,
-                        N,
-                        K,
-                        BM=bm,
-                        BN=bn,
-                        G=G,
-                        PACKED=packed,
-                        SCALED=scaled,
-                        SWAP=swap,
-                        GM=8,
-                        FP_ACC=fp8,
-                        num_warps=nw,
-                        num_stages=ns,
-                    )
+            _report_best(f"M={M} packed={packed} scaled={scaled} fp8={fp8} swap={swap}", M, N, K, swap, cfgs, variant)
 
-                try:
-                    ms = graph_ms(fn)
-                except Exception as e:
-                    print(f"   fail {bm},{bn},{nw},{ns}: {type(e).__name__} {str(e)[:100]}")
-                    continue
-                if best is None or ms < best[0]:
-                    best = (ms, (bm, bn, nw, ns))
-            if best:
-                tops = 2 * M * N * K / best[0] / 1e9
-                print(
-                    f"M={M} packed={packed} scaled={scaled} fp8={fp8} swap={swap}: {best[0]:.4f} ms "
-                    f"{tops:.0f} TOPS {best[1]}",
-                    flush=True,
-                )
+
+def _report_best(
+    label: str,
+    m: int,
+    n: int,
+    k: int,
+    swap: bool,
+    cfgs: list[tuple[int, int, int, int]],
+    launch: Callable[[int, int, int, int], None],
+) -> None:
+    """Time ``launch(block_m, block_n, num_warps, num_stages)`` for each launch shape and print the fastest.
+
+    Shapes the GPU cannot run (shared memory, registers) are reported and skipped; small M runs swapped only."""
+    best: tuple[float, tuple[int, int, int, int]] | None = None
+    for bm, bn, nw, ns in cfgs:
+        if m <= 64 and not swap:
+            continue
+        try:
+            ms = graph_ms(lambda bm=bm, bn=bn, nw=nw, ns=ns: launch(bm, bn, nw, ns))
+        except Exception as e:
+            print(f"   fail {bm},{bn},{nw},{ns}: {type(e).__name__} {str(e)[:100]}")
+            continue
+        if best is None or ms < best[0]:
+            best = (ms, (bm, bn, nw, ns))
+    if best:
+        tops = 2 * m * n * k / best[0] / 1e9
+        print(f"{label}: {best[0]:.4f} ms {tops:.0f} TOPS {best[1]}", flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
