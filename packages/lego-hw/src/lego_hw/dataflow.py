@@ -212,15 +212,15 @@ def map_workload(
                 )
             extents[loop] = sizes[axis]
     for c in range(len(inner)):
-        loop = dataflow.loops[c]
-        if tile is not None and loop in tile:
-            if not 1 <= tile[loop] <= workload.bounds[inner[c]]:
-                raise LegoError(f"tile extent {tile[loop]} for loop {loop!r} is outside 1..{workload.bounds[inner[c]]}")
-            extents[c] = int(tile[loop])
+        name = dataflow.loops[c]
+        if tile is not None and name in tile:
+            if not 1 <= tile[name] <= workload.bounds[inner[c]]:
+                raise LegoError(f"tile extent {tile[name]} for loop {name!r} is outside 1..{workload.bounds[inner[c]]}")
+            extents[c] = int(tile[name])
         elif extents[c] is None:
             if any(dataflow.space_rows[a][c] != 0 for a in range(n_space)):
                 raise LegoError(
-                    f"dataflow {dataflow.name}: loop {loop!r} enters a PE coordinate with other loops; "
+                    f"dataflow {dataflow.name}: loop {name!r} enters a PE coordinate with other loops; "
                     "pass its tile extent explicitly (tile={...})"
                 )
             extents[c] = workload.bounds[inner[c]]

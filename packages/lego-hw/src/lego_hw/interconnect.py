@@ -58,9 +58,8 @@ class TensorNetwork:
     @property
     def memory_ports(self) -> tuple[PE, ...]:
         """PEs that read (inputs) or write (output) the buffer directly, in order."""
-        if self.role == "input":
-            return tuple(sorted(lk.dst for lk in self.links if lk.src == MEMORY))  # type: ignore[type-var]
-        return tuple(sorted(lk.src for lk in self.links if lk.dst == MEMORY))  # type: ignore[type-var]
+        ends = [lk.dst if self.role == "input" else lk.src for lk in self.links if MEMORY in (lk.src, lk.dst)]
+        return tuple(sorted(p for p in ends if isinstance(p, tuple)))
 
     def fifo_bits(self, width: int) -> int:
         """Delay-register bits beyond each PE's own operand register (a dt-cycle link holds dt-1 extra)."""

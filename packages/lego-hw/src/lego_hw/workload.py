@@ -197,8 +197,8 @@ def _parse_ref(text: str, loops: tuple[str, ...], role: Literal["input", "output
     idx = node.slice
     exprs = list(idx.elts) if isinstance(idx, ast.Tuple) else [idx]
     rows, offsets = [], []
-    for e in exprs:
-        coeffs, const = _affine(e, loops, name, ast.unparse(e))
+    for ix in exprs:
+        coeffs, const = _affine(ix, loops, name, ast.unparse(ix))
         rows.append(tuple(coeffs.get(lp, 0) for lp in loops))
         offsets.append(const)
     return TensorAccess(name=name, role=role, matrix=tuple(rows), offset=tuple(offsets))
