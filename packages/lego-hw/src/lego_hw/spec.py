@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -21,11 +22,11 @@ from lego_hw.dataflow import ArraySpec, Dataflow, Mapping, map_workload
 from lego_hw.errors import LegoError
 from lego_hw.workload import Workload
 
-FORMAT = "lego_hw.design/1"
+FORMAT: Literal["lego_hw.design/1"] = "lego_hw.design/1"
 SPEC_FILE = "design.json"
 
 # Workload presets reachable by name from the CLI ("gemm:m=64,n=64,k=32").
-WORKLOAD_PRESETS = {
+WORKLOAD_PRESETS: dict[str, Callable[..., Workload]] = {
     "gemm": wl_mod.gemm,
     "batched_gemm": wl_mod.batched_gemm,
     "conv2d": wl_mod.conv2d,
@@ -132,9 +133,7 @@ def parse_workload(text: str) -> Workload:
         raise LegoError(
             f"workload {name}: missing size(s) {missing} (e.g. {name}:{','.join(f'{m}=8' for m in missing)})"
         )
-    out = fn(**kwargs)  # type: ignore[operator]
-    assert isinstance(out, Workload)
-    return out
+    return fn(**kwargs)
 
 
 def _key_values(text: str, whole: str) -> dict[str, int]:
