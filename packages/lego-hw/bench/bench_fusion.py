@@ -31,7 +31,9 @@ def main() -> None:
     args = ap.parse_args()
     print(f"<!-- bench_fusion.py, {datetime.date.today()}, {platform.machine()} {platform.python_version()} -->")
     print("GEMM (2n+1) x (2n+3) x (2n+2) on an n x n array; int8 operands, 32-bit accumulators; Yosys 0.23 `synth`.\n")
-    print("| array | OS cells | WS cells | fused cells | fused / (OS + WS) | OS FFs | WS FFs | fused FFs | muxes | shared links | all modes bit-exact | synth (s) |")
+    print(
+        "| array | OS cells | WS cells | fused cells | fused / (OS + WS) | OS FFs | WS FFs | fused FFs | muxes | shared links | all modes bit-exact | synth (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         wl = gemm(2 * n + 1, 2 * n + 3, 2 * n + 2)
