@@ -75,3 +75,16 @@ def test_missing_file_and_empty_workload(tmp_path):
         read_csv(tmp_path / "nope.csv")
     with pytest.raises(ValueError, match="at least one record"):
         Workload(records=())
+
+
+def test_reference_conventions_minus_one_and_true_false():
+    cols = [c for c in CSV_COLUMNS.values() if c != "num_queries"]
+    row = "0,0,0,64,100,100,12,12,-1,False,-1,100,12,True,False,False,-1"
+    w = read_csv(",".join(cols) + "\n" + row + "\n")
+    r = w.records[0]
+    assert r.topk is False and r.topk_k == 0 and r.requant_threshold == 0.0 and r.requant_extra_bits == 0
+    assert r.accumulate_importance is True
+    # -1 where the setting applies is still an error.
+    bad = row.replace("False,False,-1", "False,True,-1")
+    with pytest.raises(WorkloadError, match="field topk_k"):
+        read_csv(",".join(cols) + "\n" + bad + "\n")

@@ -112,10 +112,21 @@ def _record(row: dict[str, str], where: str) -> HeadRecord:
             if name in ("num_queries", "rescale_previous_importance"):
                 continue
             raise WorkloadError(f"{where}: field {name} (column {col}) is empty")
+        if name in _BOOL_FIELDS and text.lower() in ("true", "false"):
+            values[name] = text.lower() == "true"
+            continue
         try:
             values[name] = bool(int(text)) if name in _BOOL_FIELDS else (float(text) if "." in text else int(text))
         except ValueError:
             raise WorkloadError(f"{where}: field {name} (column {col}) is not a number: {text!r}") from None
+    # The reference design's files write -1 for a setting that does not apply (no top-k, no requantization).
+    for field, flag, unused in (
+        ("topk_k", "topk", 0),
+        ("requant_threshold", None, 0.0),
+        ("requant_extra_bits", "requant", 0),
+    ):
+        if values.get(field) == -1 and (flag is None or not values.get(flag)):
+            values[field] = unused
     try:
         return HeadRecord.model_validate(values)
     except ValidationError as e:
