@@ -1,0 +1,148 @@
+"""The `accel-sims` command line; `accel-sims spatten simulate | prune | report`.
+
+SpAtten (arXiv:2012.09852): `prune` runs a local Hugging Face-layout model with cascade token/head pruning, local
+value pruning and progressive quantization and writes the workload the run produced; `simulate` runs a workload
+file through the cycle-level simulator next to the unpruned 16-bit baseline; `report` tabulates and plots keep ratio
+and DRAM traffic per layer. Torch is imported inside the commands, so `--help` stays fast. Errors of the package
+print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from accel_sims.spatten.workload import Workload
+
+app = typer.Typer(
+    help="Accelerator algorithms and simulators (SpAtten).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+spatten_app = typer.Typer(
+    help="SpAtten: cascade token/head pruning, progressive quantization, and its cycle-level simulator.",
+    no_args_is_help=True,
+)
+app.add_typer(spatten_app, name="spatten")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+ConfigOpt = Annotated[str, typer.Option("--config", help="Hardware preset (spatten, spatten-1/8, bert-cpp, tiny).")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+@contextlib.contextmanager
+def _clean_errors() -> Iterator[None]:
+    """accel_sims' errors and bad files as one line on stderr, exit code 2, no traceback."""
+    from pydantic import ValidationError
+
+    from accel_sims.errors import AccelSimsError
+
+    try:
+        yield
+    except ValidationError as exc:
+        msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+        raise _fail(msg) from None
+    except AccelSimsError as exc:
+        raise _fail(" ".join(str(exc).split())) from None
+    except OSError as exc:
+        raise _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
+
+
+def _workload(source: str) -> Workload:
+    """A workload CSV, or a built-in benchmark name (bert-base, bert-large, gpt2-small, gpt2-medium)."""
+    from accel_sims.errors import WorkloadError
+    from accel_sims.spatten.benchmarks import benchmark_names, make_workload
+    from accel_sims.spatten.workload import read_csv
+
+    if source in benchmark_names():
+        return make_workload(source)
+    if not Path(source).exists():
+        raise WorkloadError(f"{source!r} is neither a workload file nor a benchmark {list(benchmark_names())}")
+    return read_csv(source)
+
+
+@spatten_app.command()
+def simulate(
+    workload: Annotated[str, typer.Argument(help="A workload CSV, or a benchmark name such as bert-base.")],
+    config: ConfigOpt = "spatten",
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate a workload; compare DRAM traffic, cycles and energy with the unpruned 16-bit baseline."""
+    with _clean_errors():
+        from accel_sims.spatten.config import SpAttenConfig
+        from accel_sims.spatten.simulator import compare
+
+        cfg = SpAttenConfig.from_name(config)
+        wl = _workload(workload)
+        result, dense = _pair(wl, cfg)
+        ratios = compare(result, dense)
+        if as_json:
+            data = json.loads(result.model_dump_json())
+            data["dense_baseline"] = {"cycles": dense.cycles, "dram_bytes": dense.total_dram_bytes}
+            data["ratios"] = ratios
+            typer.echo(json.dumps(data, indent=2))
+            return
+        typer.echo(
+            f"{wl.model} on {cfg.name}: {result.cycles:,} cycles ({result.seconds * 1e6:.1f} us), "
+            f"DRAM {result.total_dram_bytes / 1e6:.3f} MB, energy {result.total_energy_pj / 1e6:.3f} uJ"
+        )
+        typer.echo(
+            f"dense 16-bit baseline: {dense.cycles:,} cycles, DRAM {dense.total_dram_bytes / 1e6:.3f} MB -> "
+            f"DRAM reduction {ratios['dram_reduction']:.2f}x, speedup {ratios['speedup']:.2f}x, "
+            f"energy saving {ratios['energy_saving']:.2f}x"
+        )
+
+
+def _pair(wl: Workload, cfg: Any) -> tuple[Any, Any]:
+    from accel_sims.spatten.simulator import dense_baseline
+    from accel_sims.spatten.simulator import simulate as run
+
+    return run(wl, cfg), run(dense_baseline(wl), cfg)
+
+
+@spatten_app.command()
+def report(
+    workload: Annotated[str, typer.Argument(help="A workload CSV, or a benchmark name such as bert-base.")],
+    config: ConfigOpt = "spatten",
+    fmt: Annotated[str, typer.Option("--format", help="md or html.")] = "md",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Keep ratio and DRAM traffic per layer, against the dense baseline: a table, and a plot in HTML."""
+    with _clean_errors():
+        from accel_sims.errors import AccelSimsError
+        from accel_sims.spatten.config import SpAttenConfig
+        from accel_sims.spatten.report import render
+        from accel_sims.spatten.simulator import compare, layer_report
+
+        if fmt not in ("md", "html"):
+            raise AccelSimsError(f"--format must be 'md' or 'html', got {fmt!r}")
+        cfg = SpAttenConfig.from_name(config)
+        wl = _workload(workload)
+        result, dense = _pair(wl, cfg)
+        rows = layer_report(result, dense)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        title = f"SpAtten on {wl.model} ({cfg.name})"
+        text = render(rows, title, compare(result, dense), "html" if fmt == "html" else "md")
+        if out is None:
+            typer.echo(text)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+            typer.echo(f"wrote {out}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
