@@ -60,3 +60,40 @@ def test_bad_input(tmp_path):
         res = runner.invoke(app, args)
         assert res.exit_code == 2, (args, res.output)
         assert match in res.output, (args, res.output)
+
+
+def test_prune_a_local_model_then_simulate(tmp_path):
+    import os
+
+    import pytest
+
+    from accel_sims.errors import ModelLoadError
+    from accel_sims.spatten.accuracy import minilm_folder
+
+    try:
+        folder = minilm_folder()
+    except ModelLoadError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the model package: {e}")
+        pytest.skip(str(e))
+    out = tmp_path / "minilm.csv"
+    text = "Cascade token pruning removes unimportant tokens for all later layers of the model. " * 4
+    args = ["spatten", "prune", str(folder), "-o", str(out), "--token-keep", "0.5", "--head-keep", "0.75",
+            "--value-keep", "0.5", "--text", text, "--json"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert 0.3 < info["key_fetch_fraction"] < 1.0 and info["records"] < 6 * 12  # heads were pruned
+    res = runner.invoke(app, ["spatten", "simulate", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["ratios"]["dram_reduction"] > 1.5
+    for bad, match in [
+        (["--token-keep", "1.5"], "--token-keep: entry 0 = 1.5"),
+        (["--token-keep", "0.5,0.5"], "--token-keep"),
+        (["--threshold", "2"], "requant_threshold"),
+        (["--text", "   "], "input text is empty"),
+    ]:
+        res = runner.invoke(app, ["spatten", "prune", str(folder), "-o", str(out), *bad])
+        assert res.exit_code == 2 and match in res.output, (bad, res.output)
+    res = runner.invoke(app, ["spatten", "prune", str(tmp_path), "-o", str(out)])
+    assert res.exit_code == 2 and "no config.json" in res.output

@@ -111,6 +111,67 @@ def _pair(wl: Workload, cfg: Any) -> tuple[Any, Any]:
 
 
 @spatten_app.command()
+def prune(
+    model: Annotated[Path, typer.Argument(help="A local Hugging Face-layout BERT, GPT-2 or Llama folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Workload CSV to write.")],
+    token_keep: Annotated[
+        str, typer.Option("--token-keep", help="Last layer's token keep ratio (cascade), or one ratio per layer.")
+    ] = "1.0",
+    head_keep: Annotated[str, typer.Option("--head-keep", help="Head keep ratio (cascade) or one per layer.")] = "1.0",
+    value_keep: Annotated[float, typer.Option("--value-keep", help="Local value pruning: V rows kept.")] = 1.0,
+    quantize: Annotated[bool, typer.Option("--quantize/--no-quantize", help="Progressive quantization.")] = True,
+    threshold: Annotated[float, typer.Option("--threshold", help="Refetch LSBs below this max probability.")] = 0.05,
+    text: Annotated[str | None, typer.Option("--text", help="Input text (needs the folder's tokenizer.json).")] = None,
+    text_file: Annotated[Path | None, typer.Option("--text-file", help="Read the input text from a file.")] = None,
+    generate: Annotated[int, typer.Option("--generate", min=0, help="Decode steps (GPT-2, Llama).")] = 0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Truncate the input to this length.")] = 512,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a local model with SpAtten on and write the workload its attention produced (for `simulate`).
+
+    Without --text or --text-file the input is a passage of English prose shipped with Python (its docstrings).
+    """
+    with _clean_errors():
+        from accel_sims.errors import AccelSimsError
+        from accel_sims.spatten.emit import model_layers, parse_ratios
+        from accel_sims.spatten.emit import prune as run_prune
+        from accel_sims.spatten.pruning import PruningConfig
+        from accel_sims.spatten.text import passages
+        from accel_sims.spatten.workload import write_csv
+
+        if text is not None and text_file is not None:
+            raise AccelSimsError("give --text or --text-file, not both")
+        if text_file is not None:
+            text = text_file.read_text()
+        if text is None:
+            text = " ".join(passages(4))
+        if not text.strip():
+            raise AccelSimsError("the input text is empty; SpAtten needs at least one token")
+        n = model_layers(model)
+        cfg = PruningConfig.create(
+            token_keep_ratios=parse_ratios(token_keep, n, "--token-keep"),
+            head_keep_ratios=parse_ratios(head_keep, n, "--head-keep"),
+            value_keep_ratio=value_keep,
+            quantize=quantize,
+            requant_threshold=threshold,
+        )
+        wl, _ = run_prune(model, cfg, text=text, generate=generate, max_tokens=max_tokens)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(wl, out)
+        heads = len(wl.records)
+        keys = sum(r.key_fetch_num for r in wl.records)
+        dense_keys = sum(r.seq_len for r in wl.records)
+        summary = {"model": wl.model, "records": heads, "out": str(out), "key_fetch_fraction": keys / dense_keys}
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        else:
+            typer.echo(
+                f"{wl.model}: {heads} head records, {keys / dense_keys:.2f} of the keys fetched -> {out} "
+                f"(simulate it with `accel-sims spatten simulate {out}`)"
+            )
+
+
+@spatten_app.command()
 def report(
     workload: Annotated[str, typer.Argument(help="A workload CSV, or a benchmark name such as bert-base.")],
     config: ConfigOpt = "spatten",

@@ -98,6 +98,14 @@ class Workload(BaseModel):
         return {k: tuple(v) for k, v in out.items()}
 
 
+def _number(text: str) -> int | float:
+    """An int where the text is one, else a float (thresholds such as 0.05 or 1e-05)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _record(row: dict[str, str], where: str) -> HeadRecord:
     by_csv = {v: k for k, v in CSV_COLUMNS.items()}
     values: dict[str, object] = {}
@@ -116,7 +124,7 @@ def _record(row: dict[str, str], where: str) -> HeadRecord:
             values[name] = text.lower() == "true"
             continue
         try:
-            values[name] = bool(int(text)) if name in _BOOL_FIELDS else (float(text) if "." in text else int(text))
+            values[name] = bool(int(text)) if name in _BOOL_FIELDS else _number(text)
         except ValueError:
             raise WorkloadError(f"{where}: field {name} (column {col}) is not a number: {text!r}") from None
     # The reference design's files write -1 for a setting that does not apply (no top-k, no requantization).
