@@ -106,6 +106,7 @@ def test_describe_summarizes_the_design() -> None:
     assert info["modes"] == ["output-stationary", "weight-stationary"]
     assert info["pe_shape"] == [3, 3] and info["muxes"] == 18
     assert info["cycles"] == {"output-stationary": total_cycles(maps[0]), "weight-stationary": total_cycles(maps[1])}
+    assert info["buffers"]["A"] == {"banks": 3, "depth": 14, "width": 8}  # type: ignore[index]
 
 
 def test_fused_random_transform_pairs() -> None:
@@ -123,7 +124,81 @@ def test_fused_random_transform_pairs() -> None:
             maps.append(map_workload(wl, df, ArraySpec(rows=3, cols=3), tile={"i": 2, "j": 2, "k": 2}))
         except LegoError:
             continue
-    for pair in (maps[:2], maps[2:]):
-        d = generate(pair)
+    for pair, share in ((maps[:2], False), (maps[2:], False), (maps[:2], True), (maps[1:3], True)):
+        d = generate(pair, share_links=share)
         for mode in range(2):
             assert simulate(d, inputs, mode=mode, check=True).cycles == total_cycles(pair[mode])
+
+
+def test_select_links_alone_is_the_min_cost_interconnect() -> None:
+    from lego_hw.fusion import select_links
+    from lego_hw.interconnect import build_interconnect
+
+    m = map_workload(gemm(4, 4, 4), Dataflow.preset("weight-stationary"), ArraySpec(rows=3, cols=3))
+    (ic,) = select_links([m])
+    ref = build_interconnect(m)
+    for n, net in ref.networks.items():
+        assert ic.networks[n].links == net.links and ic.networks[n].cost == pytest.approx(net.cost)
+    with pytest.raises(LegoError, match="discount"):
+        select_links([m], discount=2.0)
+
+
+def test_port_numbering_follows_the_hint() -> None:
+    from lego_hw.rtl.plan import _number_ports
+
+    fed = [(0, 0), (1, 0), (2, 0)]
+    assert _number_ports("A", fed, {}) == fed
+    # (2, 0) used port 0 in an earlier mode: it keeps it; an out-of-range hint is ignored.
+    assert _number_ports("A", fed, {("A", (2, 0)): 0, ("A", (0, 0)): 5}) == [(2, 0), (0, 0), (1, 0)]
+    assert _number_ports("B", fed, {("A", (2, 0)): 0}) == fed
+
+
+def test_link_sharing_changes_nothing_for_gemm_os_ws() -> None:
+    """OS and WS GEMM have one reuse direction per tensor: their links are forced, sharing cannot help."""
+    wl = gemm(4, 4, 4)
+    arr = ArraySpec(rows=4, cols=4)
+    for presets in (
+        ("output-stationary", "weight-stationary"),
+        ("output-stationary", "weight-stationary", "input-stationary"),
+    ):
+        maps = [map_workload(wl, Dataflow.preset(p), arr) for p in presets]
+        assert generate(maps, share_links=True).fusion_stats() == generate(maps).fusion_stats()
+
+
+def test_link_sharing_cuts_muxes_and_stays_bit_exact() -> None:
+    """conv2d on (y, x, r): OS-broadcast and OS read W/I from memory at different PEs; aligned ports share muxes."""
+    tool_or_skip("iverilog")
+    wl = conv2d(2, 2, 4, 4, 3, 3)
+    arr = ArraySpec(rows=3, cols=3)
+    maps = [
+        map_workload(wl, Dataflow.preset("os-broadcast", ("x", "y", "r")), arr),
+        map_workload(wl, Dataflow.preset("output-stationary", ("y", "r", "x")), arr),
+    ]
+    before, after = generate(maps), generate(maps, share_links=True)
+    assert after.fusion_stats().muxes < before.fusion_stats().muxes
+    inputs = wl.random_inputs(np.random.default_rng(9))
+    for mode in range(2):
+        res = simulate(after, inputs, mode=mode, check=True)
+        assert res.cycles == total_cycles(maps[mode]) and res.bank_conflicts == 0
+
+
+def test_joint_link_selection_shares_chains() -> None:
+    """Two transforms of conv2d where W/I can flow along several directions: re-selected links coincide more."""
+    tool_or_skip("iverilog")
+    from lego_hw.fusion import select_links
+
+    wl = conv2d(2, 2, 4, 4, 3, 3)
+    arr = ArraySpec(rows=3, cols=3)
+    stts = (((0, -1, 0), (1, -1, 0), (0, 2, 1)), ((0, 1, 1), (1, 0, 1), (0, 0, 1)))
+    maps = [
+        map_workload(wl, Dataflow(name=f"t{i}", loops=("y", "x", "r"), stt=s), arr, tile={"y": 2, "x": 2, "r": 2})
+        for i, s in enumerate(stts)
+    ]
+    alone = fuse([build_plan(m) for m in maps]).stats()
+    joint = fuse([build_plan(m, ic) for m, ic in zip(maps, select_links(maps), strict=True)]).stats()
+    assert joint.muxes < alone.muxes and joint.shared_links > alone.shared_links
+    d = generate(maps, share_links=True)
+    assert d.fusion_stats().muxes <= joint.muxes
+    inputs = wl.random_inputs(np.random.default_rng(4))
+    for mode in range(2):
+        assert simulate(d, inputs, mode=mode, check=True).cycles == total_cycles(maps[mode])

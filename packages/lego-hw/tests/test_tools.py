@@ -80,4 +80,5 @@ def test_write_and_testbench(tmp_path) -> None:  # type: ignore[no-untyped-def]
     paths = d.write(tmp_path / "out")
     assert paths[0].name == f"{d.name}.v" and paths[0].read_text() == d.verilog()
     tb = d.testbench(d.mappings[0].workload.random_inputs(np.random.default_rng(0)))
-    assert "module tb;" in tb and "CYCLES" in tb and f"{d.name} #(.DW(8), .ACCW(32)) dut" in tb
+    assert "module tb;" in tb and "CYCLES" in tb and f"{d.name}_system #(.DW(8), .ACCW(32)) dut" in tb
+    assert "CONFLICTS" in tb and "host_C_rdata" in tb

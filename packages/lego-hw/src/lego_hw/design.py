@@ -7,8 +7,9 @@ interconnect -> plan -> fusion -> Verilog), never from per-dataflow templates:
     d = generate([map_workload(wl, os_df, arr), map_workload(wl, ws_df, arr)], name="gemm_fused")
     d.verilog(); d.write("out/"); d.testbench(inputs, mode=1)
 
-The synthesized core excludes the buffers (behavioural memories in the testbench; SRAM macros in a chip),
-so Yosys numbers count the PE array, control and address generation.
+Three modules per design: the core `<name>` (PE array, control, address generators; what `synthesize`
+counts by default), `<name>_buffers` (the banked on-chip buffers of `memory_banks`, `lego_hw.rtl.buffers`)
+and `<name>_system` (both wired together, with host load/readback ports), which the testbench simulates.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import numpy as np
 
 from lego_hw.dataflow import Mapping
 from lego_hw.errors import LegoError
-from lego_hw.fusion import FusedArray, FusionStats, fuse
+from lego_hw.fusion import FusedArray, FusionStats, fuse, plan_modes
 from lego_hw.memory import Banking, plan_banks, verify_conflict_free
-from lego_hw.rtl.plan import build_plan
+from lego_hw.rtl.buffers import BufferLayout, buffer_layouts, emit_buffers, emit_system
 from lego_hw.rtl.testbench import emit_testbench
 from lego_hw.rtl.verilog import emit_core, index_width
 from lego_hw.schedule import total_cycles
@@ -39,6 +40,8 @@ class Design:
     mappings: tuple[Mapping, ...]
     fused: FusedArray
     _verilog: str = field(default="", repr=False)
+    # Bank plan per mode for the buffers; None = `memory_banks(mode)` (verified). Tests override it.
+    banking: tuple[dict[str, Banking], ...] | None = field(default=None, repr=False)
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -63,23 +66,45 @@ class Design:
             self._verilog = emit_core(self.fused, self.name)
         return self._verilog
 
+    def buffer_layouts(self) -> dict[str, BufferLayout]:
+        """Per tensor: banks, depth and width of its buffer (the most any mode's bank plan needs)."""
+        # Not enumerated here (seconds on big arrays): `simulate(check=True)` runs `memory_banks(verify=True)`
+        # and the simulated buffers flag any conflict themselves.
+        banks = self.banking or tuple(self.memory_banks(m, verify=False) for m in range(len(self.mappings)))
+        return buffer_layouts(self.fused, banks)
+
+    def buffers_verilog(self) -> str:
+        """Synthesizable Verilog-2005 of `<name>_buffers`: the banked buffers and their bank/address decoders."""
+        return emit_buffers(self.fused, self.name, self.index_width, self.buffer_layouts())
+
+    def system_verilog(self) -> str:
+        """Verilog-2005 of `<name>_system`: the core and `<name>_buffers` connected, host ports outside."""
+        return emit_system(self.fused, self.name, self.index_width)
+
     def expected_cycles(self, mode: int | str = 0) -> int:
         """Cycles start -> done of `mode` per the schedule (`lego_hw.schedule.total_cycles`)."""
         return total_cycles(self.mappings[self.mode_index(mode)])
 
     def testbench(self, inputs: MappingABC[str, np.ndarray], mode: int | str = 0) -> str:
-        """Verilog testbench module `tb` that runs `mode` on `inputs` and prints outputs and cycles."""
+        """Verilog testbench `tb`: runs `mode` of `<name>_system` on `inputs`, prints outputs, cycles, conflicts."""
         m = self.mode_index(mode)
         limit = 2 * self.expected_cycles(m) + 100
         return emit_testbench(self.fused, self.name, self.index_width, m, inputs, limit)
 
     def write(self, directory: str | Path) -> list[Path]:
-        """Write `<name>.v` into `directory` (created if needed); returns the paths written."""
+        """Write `<name>.v`, `<name>_buffers.v`, `<name>_system.v` into `directory`; returns the paths (core first)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        p = d / f"{self.name}.v"
-        p.write_text(self.verilog())
-        return [p]
+        out = []
+        for suffix, text in (
+            ("", self.verilog()),
+            ("_buffers", self.buffers_verilog()),
+            ("_system", self.system_verilog()),
+        ):
+            p = d / f"{self.name}{suffix}.v"
+            p.write_text(text)
+            out.append(p)
+        return out
 
     def describe(self) -> dict[str, object]:
         """Summary for reports and the CLI: modes, array, ports, fusion counts, cycles per mode."""
@@ -97,6 +122,9 @@ class Design:
             "shared_links": st.shared_links,
             "muxes": st.muxes,
             "cycles": {m.dataflow.name: total_cycles(m) for m in self.mappings},
+            "buffers": {
+                n: {"banks": la.banks, "depth": la.depth, "width": la.width} for n, la in self.buffer_layouts().items()
+            },
         }
 
     def fusion_stats(self) -> FusionStats:
@@ -122,8 +150,12 @@ class Design:
         return out
 
 
-def generate(mappings: Mapping | Sequence[Mapping], name: str | None = None) -> Design:
-    """Generate the RTL design of one mapping, or one fused array running several (same ArraySpec)."""
+def generate(mappings: Mapping | Sequence[Mapping], name: str | None = None, share_links: bool = False) -> Design:
+    """Generate the RTL design of one mapping, or one fused array running several (same ArraySpec).
+
+    share_links: select the fused modes' links jointly (`lego_hw.fusion.select_links`, LEGO's heuristic)
+    and align their buffer-port numbering, to cut muxes; off, each mode keeps its own min-cost links.
+    """
     maps = (mappings,) if isinstance(mappings, Mapping) else tuple(mappings)
     if not maps:
         raise LegoError("generate: need at least one Mapping")
@@ -139,5 +171,5 @@ def generate(mappings: Mapping | Sequence[Mapping], name: str | None = None) -> 
     name = re.sub(r"[^A-Za-z0-9_]", "_", name)
     if not re.match(r"[A-Za-z_]", name):
         name = "m_" + name
-    fused = fuse([build_plan(m) for m in maps])
+    fused = fuse(plan_modes(maps, share_links))
     return Design(name=name, mappings=maps, fused=fused)

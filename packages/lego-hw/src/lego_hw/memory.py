@@ -14,9 +14,11 @@ Banking follows LEGO's rule: the ports of a tensor that are active in the same c
 index deltas; along each tensor dimension the bank count is the span of those deltas divided by their GCD
 (only the cheapest dimension is banked when it alone separates the concurrent elements), and
 `bank = sum_d (floor(index_d / gcd_d) mod banks_d) * radix_d`. `verify_conflict_free` enumerates every
-tile and cycle and checks that two ports never hit the same bank with different elements. The generated
-core exports one (address, enable) pair per port; the buffers themselves are behavioural memories in the
-testbench (SRAM macros in a real chip) and are not part of the synthesized core.
+tile and cycle and checks that two ports never hit the same bank with different elements. Inside a bank
+the word address drops the bank digit of each dimension (`Banking.address_of`), so every bank has the same
+depth (`Banking.depth`). The generated core exports one (address, enable) pair per port; `lego_hw.rtl.buffers`
+emits the banked buffers (one 1-read/1-write memory per bank, these bank and address functions applied to
+each port's flat address) and a system top that connects them to the core, which the testbench simulates.
 """
 
 from __future__ import annotations
@@ -125,6 +127,25 @@ class Banking:
         for x, g, n in zip(index, self.gcd, self.banks, strict=True):
             b = b * n + (x // g) % n
         return b
+
+    def dim_sizes(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """Per dimension, the extent of the in-bank coordinate `(x // (g n)) * g + x % g` over 0 <= x < shape."""
+        return tuple(((s - 1) // (g * n) + 1) * g for s, g, n in zip(shape, self.gcd, self.banks, strict=True))
+
+    def depth(self, shape: Sequence[int]) -> int:
+        """Words per bank for a tensor of `shape` (every bank gets the same depth)."""
+        return math.prod(self.dim_sizes(shape))
+
+    def address_of(self, index: Sequence[int], shape: Sequence[int]) -> int:
+        """In-bank word address of `index`: removing the bank digit `(x // g) % n` of each dimension.
+
+        (bank_of, address_of) is a bijection from the tensor's index box onto banks x [0, depth): along a
+        dimension x = ((q // n) * n + q % n) * g + r with q = x // g, r = x % g, and the bank keeps q % n.
+        """
+        a = 0
+        for x, g, n, size in zip(index, self.gcd, self.banks, self.dim_sizes(shape), strict=True):
+            a = a * size + (x // g // n) * g + x % g
+        return a
 
 
 def plan_banks(tensor: str, streams: Sequence[AddressStream]) -> Banking:

@@ -1,10 +1,12 @@
 """Runners for the external EDA tools: Icarus Verilog, Yosys, Verilator (LEGO Sec. V, evaluation flow).
 
-- `simulate`: iverilog + vvp on the core and its generated testbench in a temporary directory; the outputs
-  are parsed back into numpy and optionally checked bit-exactly against `Workload.reference`.
-- `synthesize`: `yosys -p "read_verilog; synth -top <core>; stat"`; cells, flip-flops, cells by type and an
-  area estimate in NAND2 equivalents (weights in `AREA_NAND2`; rough CMOS standard-cell ratios).
-- `lint`: `verilator --lint-only -Wall`, which must be clean on generated code.
+- `simulate`: iverilog + vvp on the system (core + banked buffers) and its generated testbench in a temporary
+  directory; the outputs are parsed back into numpy and optionally checked bit-exactly against
+  `Workload.reference`, the cycle count against the schedule and the buffers' bank-conflict flag against 0.
+- `synthesize`: `yosys -p "read_verilog; synth -top <core>; stat"` on the core (or, `part="buffers"`, on the
+  banked buffers); cells, flip-flops, cells by type and an area estimate in NAND2 equivalents (weights in
+  `AREA_NAND2`; rough CMOS standard-cell ratios).
+- `lint`: `verilator --lint-only -Wall` on the core and on the system, which must be clean on generated code.
 Missing binaries raise ToolNotFoundError naming the Debian package; a tool that fails raises
 ToolFailedError with the tail of its output.
 """
@@ -19,11 +21,11 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from lego_hw.errors import SimulationMismatchError, ToolFailedError, ToolNotFoundError
+from lego_hw.errors import LegoError, SimulationMismatchError, ToolFailedError, ToolNotFoundError
 
 if TYPE_CHECKING:
     from lego_hw.design import Design
@@ -95,6 +97,7 @@ class SimResult:
     outputs: dict[str, np.ndarray]
     cycles: int
     log: str = field(repr=False)
+    bank_conflicts: int = 0  # clock edges at which the buffers' `conflict` flag was high
 
 
 def simulate(
@@ -106,34 +109,47 @@ def simulate(
 ) -> SimResult:
     """Run `mode` of `design` on `inputs` in Icarus Verilog; with check=True compare with the numpy reference.
 
-    Raises SimulationMismatchError (check=True) when an output element or the cycle count differs from the
-    reference / `lego_hw.schedule.total_cycles`.
+    Simulates `<name>_system`: the core with its banked buffers, loaded and read back through the host ports.
+    With check=True, first enumerates the bank plan in Python (`Design.memory_banks(verify=True)`, LegoError
+    on a conflict), then raises SimulationMismatchError when the buffers flagged a bank conflict, or an output
+    element or the cycle count differs from the reference / `lego_hw.schedule.total_cycles`.
     """
     iverilog, vvp = require_tool("iverilog"), require_tool("vvp")
     m = design.mode_index(mode)
+    if check and design.banking is None:
+        design.memory_banks(m, verify=True)  # the Python enumeration; the RTL's conflict flag is checked below
     wl = design.mappings[m].workload
     with tempfile.TemporaryDirectory(prefix="lego_sim_") as tmp:
         d = Path(tmp)
         (d / "core.v").write_text(design.verilog())
+        (d / "buffers.v").write_text(design.buffers_verilog())
+        (d / "system.v").write_text(design.system_verilog())
         (d / "tb.v").write_text(design.testbench(inputs, mode=m))
-        _run([iverilog, "-g2005", "-o", "sim.vvp", "tb.v", "core.v"], d, timeout)
+        _run([iverilog, "-g2005", "-o", "sim.vvp", "tb.v", "system.v", "buffers.v", "core.v"], d, timeout)
         log = _run([vvp, "-n", "sim.vvp"], d, timeout)
     if "TIMEOUT" in log:
         raise ToolFailedError(f"simulation of {design.name} mode {m} did not raise done; log tail:\n{log[-2000:]}")
     o = wl.output.name
     shape = wl.shape(o)
     flat = np.zeros(int(np.prod(shape)), dtype=np.int64)
-    cycles = -1
+    cycles = conflicts = -1
     for line in log.splitlines():
         if line.startswith("OUT "):
             _, i, v = line.split()
             flat[int(i)] = int(v)
         elif line.startswith("CYCLES "):
             cycles = int(line.split()[1])
-    if cycles < 0:
-        raise ToolFailedError(f"simulation log of {design.name} has no CYCLES line; tail:\n{log[-2000:]}")
-    res = SimResult({o: flat.reshape(shape)}, cycles, log)
+        elif line.startswith("CONFLICTS "):
+            conflicts = int(line.split()[1])
+    if cycles < 0 or conflicts < 0:
+        raise ToolFailedError(f"simulation log of {design.name} has no CYCLES/CONFLICTS line; tail:\n{log[-2000:]}")
+    res = SimResult({o: flat.reshape(shape)}, cycles, log, conflicts)
     if check:
+        if conflicts:
+            raise SimulationMismatchError(
+                f"{design.name} mode {design.modes[m]}: a buffer bank was asked for two words in one cycle at "
+                f"{conflicts} clock edge(s); the bank plan is not conflict-free (see Design.memory_banks)"
+            )
         ref = wl.reference(inputs)[o]
         got = res.outputs[o]
         if not np.array_equal(ref, got):
@@ -185,15 +201,23 @@ def area_of(by_type: Mapping[str, int]) -> float:
     return round(total, 2)
 
 
-def synthesize(design: Design, timeout: float = 600.0) -> SynthReport:
-    """Yosys generic synthesis of the core; raises ToolFailedError when Yosys fails."""
+def synthesize(design: Design, timeout: float = 600.0, part: Literal["core", "buffers"] = "core") -> SynthReport:
+    """Yosys generic synthesis of the core (default) or of its banked buffers; ToolFailedError when Yosys fails.
+
+    The core is the PE array, control and address generators, the figure the fused-vs-separate comparisons
+    use. `part="buffers"` synthesizes `<name>_buffers` alone: Yosys maps each bank's reg array to
+    flip-flops and multiplexers (no SRAM macros), plus the bank/address decoders and the conflict check.
+    """
     yosys = require_tool("yosys")
+    if part not in ("core", "buffers"):
+        raise LegoError(f"synthesize: part must be 'core' or 'buffers', got {part!r}")
+    text, top = (
+        (design.verilog(), design.name) if part == "core" else (design.buffers_verilog(), f"{design.name}_buffers")
+    )
     with tempfile.TemporaryDirectory(prefix="lego_syn_") as tmp:
         d = Path(tmp)
-        (d / "core.v").write_text(design.verilog())
-        log = _run(
-            [yosys, "-q", "-p", f"read_verilog core.v; synth -top {design.name}; tee -o stat.txt stat"], d, timeout
-        )
+        (d / "core.v").write_text(text)
+        log = _run([yosys, "-q", "-p", f"read_verilog core.v; synth -top {top}; tee -o stat.txt stat"], d, timeout)
         stat = (d / "stat.txt").read_text() if (d / "stat.txt").exists() else log
     cells, by_type = parse_stat(stat)
     ffs = sum(n for t, n in by_type.items() if "DFF" in t)
@@ -201,13 +225,16 @@ def synthesize(design: Design, timeout: float = 600.0) -> SynthReport:
 
 
 def lint(design: Design, timeout: float = 300.0) -> str:
-    """`verilator --lint-only -Wall` on the core; returns the (empty) output, ToolFailedError on any warning."""
+    """`verilator --lint-only -Wall` on the core alone, then on the system (core + buffers); returns the
+    (empty) output, ToolFailedError on any warning."""
     verilator = require_tool("verilator")
     with tempfile.TemporaryDirectory(prefix="lego_lint_") as tmp:
         d = Path(tmp)
-        f = d / f"{design.name}.v"
-        f.write_text(design.verilog())
-        out = _run([verilator, "--lint-only", "-Wall", "--top-module", design.name, f.name], d, timeout)
+        files = design.write(d)
+        out = _run([verilator, "--lint-only", "-Wall", "--top-module", design.name, files[0].name], d, timeout)
+        if "%Warning" not in out and "%Error" not in out:
+            top = f"{design.name}_system"
+            out += _run([verilator, "--lint-only", "-Wall", "--top-module", top, *(p.name for p in files)], d, timeout)
     if "%Warning" in out or "%Error" in out:
         raise ToolFailedError(f"verilator lint of {design.name} is not clean:\n{out[-3000:]}")
     return out

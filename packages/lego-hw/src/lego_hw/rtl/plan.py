@@ -18,7 +18,7 @@ from typing import Literal
 
 from lego_hw.dataflow import Mapping
 from lego_hw.errors import LegoError
-from lego_hw.interconnect import MEMORY, build_interconnect
+from lego_hw.interconnect import MEMORY, Interconnect, build_interconnect
 from lego_hw.memory import AddressStream, TileCounter, chain_port, stream_port, tile_counters, tile_offset_terms
 from lego_hw.schedule import (
     compute_window,
@@ -32,6 +32,21 @@ from lego_hw.schedule import (
 )
 
 PE = tuple[int, ...]
+PortHint = dict[tuple[str, PE], int]
+
+
+def _number_ports(tensor: str, fed: list[PE], hint: PortHint) -> list[PE]:
+    """The memory-fed PEs in port order: hinted PEs at their index when it is free and in range, then the rest."""
+    slots: list[PE | None] = [None] * len(fed)
+    rest = []
+    for pe in fed:
+        k = hint.get((tensor, pe), -1)
+        if 0 <= k < len(fed) and slots[k] is None:
+            slots[k] = pe
+        else:
+            rest.append(pe)
+    it = iter(rest)
+    return [s if s is not None else next(it) for s in slots]
 
 
 @dataclass(frozen=True)
@@ -88,13 +103,23 @@ class ModePlan:
     drain: int
 
 
-def build_plan(mapping: Mapping) -> ModePlan:
-    """Derive the RTL plan of one mapping; raises LegoError for mappings the RTL cannot run."""
+def build_plan(
+    mapping: Mapping, interconnect: Interconnect | None = None, port_hint: PortHint | None = None
+) -> ModePlan:
+    """Derive the RTL plan of one mapping; raises LegoError for mappings the RTL cannot run.
+
+    `interconnect` replaces the mapping's own min-cost links (fusion's joint selection passes one);
+    `port_hint` maps (tensor, PE) to a preferred buffer-port index, so that a PE fed by memory in several
+    fused modes uses the same port in each (no operand mux); unhinted ports take the free indices in PE order.
+    """
     stt_inverse(mapping)  # unimodular check with a clear message
     wl = mapping.workload
     if len(wl.inputs) > 3:
         raise LegoError(f"workload {wl.name}: the PE MAC multiplies at most 3 inputs, got {len(wl.inputs)}")
-    ic = build_interconnect(mapping)
+    ic = interconnect if interconnect is not None else build_interconnect(mapping)
+    if ic.mapping != mapping:
+        raise LegoError("build_plan: the interconnect was built for another mapping")
+    hint = port_hint or {}
     t_lo, t_hi = compute_window(mapping)
     phases = tile_phases(mapping)
     shape = mapping.pe_shape()
@@ -117,13 +142,14 @@ def build_plan(mapping: Mapping) -> ModePlan:
                 for r in range(rows):
                     srcs[chain_pe(r, c)] = Source("preload", port=c, src=chain_pe(r - 1, c) if r else None)
         else:
-            for lk in sorted(net.links, key=lambda lk: lk.dst):  # type: ignore[arg-type,return-value,unused-ignore]
-                assert isinstance(lk.dst, tuple)
-                if lk.src == MEMORY:
-                    srcs[lk.dst] = Source("port", port=len(ports))
-                    ports.append(Port("compute", lk.dst, stream_port(mapping, t.name, lk.dst, t_lo)))
-                else:
-                    assert isinstance(lk.src, tuple)
+            fed = sorted(lk.dst for lk in net.links if lk.src == MEMORY and isinstance(lk.dst, tuple))
+            order = _number_ports(t.name, fed, hint)
+            for pe in order:
+                srcs[pe] = Source("port", port=len(ports))
+                ports.append(Port("compute", pe, stream_port(mapping, t.name, pe, t_lo)))
+            for lk in net.links:
+                if lk.src != MEMORY:
+                    assert isinstance(lk.src, tuple) and isinstance(lk.dst, tuple)
                     srcs[lk.dst] = Source("link", src=lk.src, delay=lk.delay)
         in_sources[t.name] = srcs
         in_ports[t.name] = tuple(ports)
@@ -137,13 +163,14 @@ def build_plan(mapping: Mapping) -> ModePlan:
         for c in range(cols):
             out_ports.append(Port("drain", chain_pe(rows - 1, c), chain_port(mapping, out, c)))
     else:
+        fed = sorted(lk.src for lk in ic.networks[out].links if lk.dst == MEMORY and isinstance(lk.src, tuple))
+        for pe in _number_ports(out, fed, hint):
+            writer[pe] = len(out_ports)
+            # Writes happen in the MAC cycle, one cycle after the time step's read: stream from t_lo - 1.
+            out_ports.append(Port("write", pe, stream_port(mapping, out, pe, t_lo - 1)))
         for lk in sorted(ic.networks[out].links, key=lambda lk: lk.src):  # type: ignore[arg-type,return-value,unused-ignore]
             assert isinstance(lk.src, tuple)
-            if lk.dst == MEMORY:
-                writer[lk.src] = len(out_ports)
-                # Writes happen in the MAC cycle, one cycle after the time step's read: stream from t_lo - 1.
-                out_ports.append(Port("write", lk.src, stream_port(mapping, out, lk.src, t_lo - 1)))
-            else:
+            if lk.dst != MEMORY:
                 assert isinstance(lk.dst, tuple)
                 if lk.delay < 1:
                     raise LegoError(f"output {out}: a partial-sum link with delay {lk.delay} needs a reduction tree")

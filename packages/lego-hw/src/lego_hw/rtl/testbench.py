@@ -1,10 +1,12 @@
 """Generated self-running testbench for a core (LEGO Sec. V, verification against the golden model).
 
-The testbench holds the buffers as behavioural memories (one flat array per tensor, in the selected
-mode's shape, row-major), loads the inputs, pulses `start`, counts the clock edges from the one that
-samples `start` to the one that raises `done`, then prints every output element (`OUT <flat> <value>`)
-and `CYCLES <n>`; `lego_hw.tools.simulate` parses that. Reads are combinational and return 0 when the
-port's enable is low; writes accumulate (`mem += data`), applied in port order within a cycle.
+The testbench simulates `<core>_system`, the core with its banked buffers (`lego_hw.rtl.buffers`), so the
+banking is verified too: it holds the core in reset while it loads every input element and clears the
+output through the host ports (flat row-major addresses in the selected mode's shape, mapped to banks by
+the buffers' own bank functions), pulses `start`, counts the clock edges from the one that samples `start`
+to the one that raises `done`, reads every output element back through the host port and prints it
+(`OUT <flat> <value>`), then `CYCLES <n>` and `CONFLICTS <n>` (clock edges at which the buffers' `conflict`
+flag was high); `lego_hw.tools.simulate` parses that.
 """
 
 from __future__ import annotations
@@ -27,18 +29,21 @@ def emit_testbench(
     dw, accw = arr.data_width, arr.acc_width
     lines = ["`timescale 1ns/1ps", "module tb;", "  reg clk = 1'b0;", "  always #5 clk = ~clk;"]
     lines += ["  reg rst = 1'b1;", "  reg start = 1'b0;", "  integer cyc = 0;", "  integer t0;", "  integer t1;"]
-    lines += ["  integer i;", "  always @(posedge clk) cyc <= cyc + 1;"]
-    conns = [".clk(clk)", ".rst(rst)", ".start(start)", ".done(done)"]
-    lines.append("  wire done;")
+    lines += ["  integer i;", "  integer conflicts = 0;", "  always @(posedge clk) cyc <= cyc + 1;"]
+    conns = [".clk(clk)", ".rst(rst)", ".start(start)", ".done(done)", ".conflict(conflict)"]
+    lines += ["  wire done;", "  wire conflict;"]
+    # The buffers' conflict flag, sampled every clock edge: a bank asked for two words in one cycle.
+    lines.append("  always @(posedge clk) if (conflict === 1'b1) conflicts = conflicts + 1;")
     if len(fused.modes) > 1:
         mw = max(1, (len(fused.modes) - 1).bit_length())
         lines.append(f"  wire [{mw - 1}:0] mode = {mw}'d{mode};")
         conns.append(".mode(mode)")
-    init: list[str] = []
+    o = wl.output.name
+    osize = math.prod(wl.shape(o))
+    data: dict[str, list[int]] = {}
     for t in wl.inputs:
         n = t.name
         shape = wl.shape(n)
-        size = math.prod(shape)
         if n not in inputs:
             raise LegoError(f"testbench: missing input array {n!r} (shape {shape})")
         a = np.asarray(inputs[n])
@@ -48,35 +53,33 @@ def emit_testbench(
         lo, hi = -(1 << (dw - 1)), (1 << (dw - 1)) - 1
         if flat.size and (flat.min() < lo or flat.max() > hi):
             raise LegoError(f"testbench: input {n} has values outside the signed {dw}-bit range [{lo}, {hi}]")
-        lines.append(f"  reg [{dw - 1}:0] mem_{n} [0:{size - 1}];")
-        mask = (1 << dw) - 1
-        init += [f"    mem_{n}[{i}] = {dw}'h{int(v) & mask:x};" for i, v in enumerate(flat)]
-        for k in range(fused.read_ports(n)):
-            lines += [f"  wire [{iw - 1}:0] rd_{n}_addr_{k};", f"  wire rd_{n}_en_{k};"]
-            lines.append(f"  wire [{dw - 1}:0] rd_{n}_data_{k} = rd_{n}_en_{k} ? mem_{n}[rd_{n}_addr_{k}] : {dw}'d0;")
-            conns += [f".rd_{n}_addr_{k}(rd_{n}_addr_{k})", f".rd_{n}_en_{k}(rd_{n}_en_{k})"]
-            conns.append(f".rd_{n}_data_{k}(rd_{n}_data_{k})")
-    o = wl.output.name
-    osize = math.prod(wl.shape(o))
-    lines.append(f"  reg [{accw - 1}:0] mem_{o} [0:{osize - 1}];")
-    writes = []
-    for k in range(fused.write_ports):
+        data[n] = [int(v) & ((1 << dw) - 1) for v in flat]
+    data[o] = [0] * osize  # the output buffer starts cleared
+    for n in data:
+        w = accw if n == o else dw
         lines += [
-            f"  wire [{iw - 1}:0] wr_{o}_addr_{k};",
-            f"  wire wr_{o}_en_{k};",
-            f"  wire [{accw - 1}:0] wr_{o}_data_{k};",
+            f"  reg host_{n}_we = 1'b0;",
+            f"  reg [{iw - 1}:0] host_{n}_addr = {iw}'d0;",
+            f"  reg [{w - 1}:0] host_{n}_wdata = {w}'d0;",
+            f"  wire [{w - 1}:0] host_{n}_rdata;",
         ]
-        conns += [
-            f".wr_{o}_addr_{k}(wr_{o}_addr_{k})",
-            f".wr_{o}_en_{k}(wr_{o}_en_{k})",
-            f".wr_{o}_data_{k}(wr_{o}_data_{k})",
-        ]
-        writes.append(f"    if (wr_{o}_en_{k}) mem_{o}[wr_{o}_addr_{k}] = mem_{o}[wr_{o}_addr_{k}] + wr_{o}_data_{k};")
-    lines += ["  always @(posedge clk) begin", *writes, "  end"]
-    lines.append(f"  {core} #(.DW({dw}), .ACCW({accw})) dut ({', '.join(conns)});")
-    lines += ["  initial begin", *init, f"    for (i = 0; i < {osize}; i = i + 1) mem_{o}[i] = {accw}'d0;"]
+        conns += [f".host_{n}_{s}(host_{n}_{s})" for s in ("we", "addr", "wdata", "rdata")]
+    lines.append(f"  {core}_system #(.DW({dw}), .ACCW({accw})) dut ({', '.join(conns)});")
+    # Load through the host ports (and so through the banks' address functions), one word per tensor per cycle.
+    load: list[str] = []
+    for i in range(max(len(v) for v in data.values())):
+        parts = []
+        for n, vals in data.items():
+            w = accw if n == o else dw
+            if i < len(vals):
+                parts.append(f"host_{n}_we = 1'b1; host_{n}_addr = {iw}'d{i}; host_{n}_wdata = {w}'h{vals[i]:x};")
+            elif i == len(vals):
+                parts.append(f"host_{n}_we = 1'b0;")
+        load.append("    " + " ".join(parts) + " @(negedge clk);")
+    load.append("    " + " ".join(f"host_{n}_we = 1'b0;" for n in data))
+    lines += ["  initial begin", "    repeat (2) @(negedge clk);", *load]
     lines += [
-        "    repeat (2) @(negedge clk);",
+        "    @(negedge clk);",
         "    rst = 1'b0;",
         "    @(negedge clk);",
         "    start = 1'b1;",
@@ -91,8 +94,13 @@ def emit_testbench(
         "      end",
         "    end",
         "    t1 = cyc;",
-        f'    for (i = 0; i < {osize}; i = i + 1) $display("OUT %0d %0d", i, $signed(mem_{o}[i]));',
+        f"    for (i = 0; i < {osize}; i = i + 1) begin",
+        f"      host_{o}_addr = i;",
+        "      #1;",
+        f'      $display("OUT %0d %0d", i, $signed(host_{o}_rdata));',
+        "    end",
         '    $display("CYCLES %0d", t1 - t0);',
+        '    $display("CONFLICTS %0d", conflicts);',
         "    $finish;",
         "  end",
         "endmodule",

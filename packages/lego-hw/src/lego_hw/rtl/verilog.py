@@ -4,10 +4,10 @@ The emitted module is the synthesizable core: PE operand registers and delay cha
 interconnect's links), MACs, accumulators / partial-sum chains, the phase controller (`lego_hw.schedule`),
 tile counters and the affine address generators of every buffer port (`lego_hw.memory`). Buffers are NOT
 inside: each port is an (address, enable) pair plus data, so Yosys counts array + control + address
-generation, and the testbench (or an SRAM wrapper) supplies the banked memories. Reads are combinational
-(returning 0 when the enable is low, i.e. for out-of-range indices); writes accumulate into the output
-buffer. Data widths are module parameters `DW` (operands, signed) and `ACCW` (accumulators); ACCW must exceed
-the product width (inputs x DW).
+generation; `lego_hw.rtl.buffers` emits the banked memories (`<name>_buffers`, `<name>_system`). Reads are
+combinational (returning 0 when the enable is low, i.e. for out-of-range indices); writes accumulate into
+the output buffer. Data widths are module parameters `DW` (operands, signed) and `ACCW` (accumulators);
+ACCW must exceed the product width (inputs x DW).
 
 Module ports: clk, rst (synchronous), start, done, [mode], and per input tensor X and read port k
 `rd_X_addr_k`, `rd_X_en_k`, `rd_X_data_k`; per write port k of output O `wr_O_addr_k`, `wr_O_en_k`,
