@@ -66,7 +66,8 @@ def test_generate_simulate_synth_lint_estimate(tmp_path):
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)
     assert [r["dataflow"] for r in rows] == ["output-stationary", "weight-stationary"]
-    assert all(r["bit_exact"] and r["cycles"] == r["model_cycles"] for r in rows)
+    assert all(r["bit_exact"] and r["cycles"] == r["model_cycles"] and r["bank_conflicts"] == 0 for r in rows)
+    assert len(info["files"]) == 3  # core, banked buffers, system
     res = runner.invoke(app, ["simulate", str(out), "--mode", "weight-stationary"])
     assert res.exit_code == 0 and "weight-stationary: bit-exact" in res.output and "output-stationary" not in res.output
     res = runner.invoke(app, ["simulate", str(out), "--mode", "diagonal"])
@@ -75,6 +76,9 @@ def test_generate_simulate_synth_lint_estimate(tmp_path):
     assert res.exit_code == 0, res.output
     rep = json.loads(res.output)
     assert rep["cells"] > 0 and rep["flip_flops"] > 0 and rep["area_estimate"] > 0
+    res = runner.invoke(app, ["synth", str(out), "--buffers", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["flip_flops"] > rep["flip_flops"]  # the buffers hold every tensor element
     res = runner.invoke(app, ["lint", str(out)])
     assert res.exit_code == 0 and "lint clean" in res.output
     res = runner.invoke(app, ["estimate", str(out), "--json"])
@@ -112,3 +116,18 @@ def test_estimate_best_and_report(tmp_path):
     assert res.exit_code == 2 and "unknown model 'vgg'" in res.output
     res = runner.invoke(app, ["report", "--format", "pdf"])
     assert res.exit_code == 2 and "--format must be" in res.output
+
+
+def test_generate_with_shared_links_round_trips(tmp_path):
+    from lego_hw.tools import tool_or_skip
+
+    tool_or_skip("iverilog")
+    out = tmp_path / "conv"
+    args = ["generate", "conv2d:k=2,c=2,oh=4,ow=4,r=3,s=3", "--loops", "x,y,r", "-d", "os-broadcast",
+            "-d", "output-stationary", "--rows", "3", "--cols", "3", "--share-links", "-o", str(out)]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "design.json").read_text())["share_links"] is True
+    res = runner.invoke(app, ["simulate", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert all(r["bit_exact"] for r in json.loads(res.output))

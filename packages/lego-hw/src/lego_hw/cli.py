@@ -175,16 +175,24 @@ def generate(
     data_width: DataWidthOpt = 8,
     acc_width: AccWidthOpt = 32,
     name: Annotated[str | None, typer.Option("--name", help="Top module name.")] = None,
+    share_links: Annotated[
+        bool, typer.Option("--share-links", help="Fused arrays: choose each mode's links to share more (fewer muxes).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate the array (one dataflow, or several fused) as Verilog plus its design.json."""
+    """Generate the array (one dataflow, or several fused) as Verilog plus its design.json.
+
+    Writes the core `<name>.v`, its banked buffers `<name>_buffers.v` and the system `<name>_system.v` that the
+    testbench simulates.
+    """
     with _clean_errors():
         from lego_hw.design import generate as gen
         from lego_hw.spec import SPEC_FILE
 
         spec = _spec(workload, dataflow, loops, stt, rows, cols, data_width, acc_width, name)
+        spec = spec.model_copy(update={"share_links": share_links})
         t0 = time.perf_counter()
-        design = gen(spec.mappings(), name=spec.name)
+        design = gen(spec.mappings(), name=spec.name, share_links=spec.share_links)
         files = [str(p) for p in design.write(out)]
         seconds = time.perf_counter() - t0
         spec.save(out / SPEC_FILE)
@@ -200,7 +208,7 @@ def _load_design(path: Path) -> tuple[Any, Any]:
     from lego_hw.spec import DesignSpec
 
     spec = DesignSpec.load(path)
-    return spec, gen(spec.mappings(), name=spec.name)
+    return spec, gen(spec.mappings(), name=spec.name, share_links=spec.share_links)
 
 
 @app.command()
@@ -233,7 +241,13 @@ def simulate(
             name = spec.workload.output.name
             exact = bool(np.array_equal(res.outputs[name], ref[name]))
             rows.append(
-                {"dataflow": m.dataflow.name, "bit_exact": exact, "cycles": res.cycles, "model_cycles": total_cycles(m)}
+                {
+                    "dataflow": m.dataflow.name,
+                    "bit_exact": exact,
+                    "cycles": res.cycles,
+                    "model_cycles": total_cycles(m),
+                    "bank_conflicts": res.bank_conflicts,
+                }
             )
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
@@ -241,20 +255,28 @@ def simulate(
             for r in rows:
                 typer.echo(
                     f"{r['dataflow']}: {'bit-exact' if r['bit_exact'] else 'MISMATCH'} vs numpy, "
-                    f"{r['cycles']} cycles (model {r['model_cycles']})"
+                    f"{r['cycles']} cycles (model {r['model_cycles']}), {r['bank_conflicts']} bank conflicts"
                 )
         if not all(r["bit_exact"] for r in rows):
             raise SimulationMismatchError("the RTL output differs from the numpy reference")
+        if any(r["bank_conflicts"] for r in rows):
+            raise SimulationMismatchError("a buffer bank was asked for two words in one cycle (see bank_conflicts)")
 
 
 @app.command()
-def synth(design_dir: DesignArg, as_json: JsonOpt = False) -> None:
-    """Synthesize the core with Yosys: cells, flip-flops and an area estimate."""
+def synth(
+    design_dir: DesignArg,
+    buffers: Annotated[
+        bool, typer.Option("--buffers", help="Synthesize the banked buffers instead of the core.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Synthesize the core (PE array, links, address generators, control) with Yosys: cells, flip-flops, area."""
     with _clean_errors():
         from lego_hw.tools import synthesize
 
         _, design = _load_design(design_dir)
-        rep = synthesize(design)
+        rep = synthesize(design, part="buffers" if buffers else "core")
         result = {
             "cells": rep.cells,
             "flip_flops": rep.flip_flops,

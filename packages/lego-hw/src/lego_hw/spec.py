@@ -48,6 +48,7 @@ class DesignSpec(BaseModel):
     dataflows: tuple[Dataflow, ...] = Field(description="One dataflow, or several fused into one array.")
     array: ArraySpec
     tile: tuple[tuple[str, int], ...] | None = Field(default=None, description="Tile extents per loop, if set.")
+    share_links: bool = Field(default=False, description="Select fused modes' links jointly (more sharing).")
 
     @model_validator(mode="after")
     def _check(self) -> DesignSpec:
