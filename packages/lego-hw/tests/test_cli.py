@@ -10,7 +10,7 @@ runner = CliRunner()
 def test_help_lists_every_command():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("analyze", "generate", "simulate", "synth", "lint", "estimate", "report"):
+    for cmd in ("analyze", "generate", "simulate", "synth", "lint", "pipeline", "estimate", "report"):
         assert cmd in res.output
 
 
@@ -131,3 +131,20 @@ def test_generate_with_shared_links_round_trips(tmp_path):
     res = runner.invoke(app, ["simulate", str(out), "--json"])
     assert res.exit_code == 0, res.output
     assert all(r["bit_exact"] for r in json.loads(res.output))
+
+
+def test_pipeline_lp_and_unused_logic(tmp_path):
+    out = tmp_path / "d"
+    args = ["generate", "gemm:m=8,n=8,k=8", "-d", "output-stationary", "-d", "weight-stationary", "--rows", "4",
+            "--cols", "4", "-o", str(out)]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, ["pipeline", str(out), "--keep", "output-stationary", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    r = data["registers"]
+    assert r["lp_bits"] == r["dual_bits"] and r["lp_bits"] < r["naive_bits"]
+    assert data["unused_logic"]["after"]["mode_muxes"] == 0 < data["unused_logic"]["before"]["mode_muxes"]
+    res = runner.invoke(app, ["pipeline", str(out), "--clock-ns", "0.3"])
+    assert res.exit_code == 2 and "minimum feasible clock" in res.output
+    res = runner.invoke(app, ["pipeline", str(out), "--keep", "diagonal"])
+    assert res.exit_code == 2 and "unknown dataflow mode" in res.output

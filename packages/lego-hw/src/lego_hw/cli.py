@@ -301,6 +301,47 @@ def lint(design_dir: DesignArg) -> None:
 
 
 @app.command()
+def pipeline(
+    design_dir: DesignArg,
+    clock_ns: Annotated[
+        float | None, typer.Option("--clock-ns", help="Target clock period (default: the fastest feasible).")
+    ] = None,
+    keep: Annotated[
+        list[str] | None, typer.Option("--keep", help="Dataflows to keep; logic only the others use is removed.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back end: pipeline registers by LP for a clock target (vs registering every edge), and unused logic."""
+    with _clean_errors():
+        from lego_hw.backend import compare_register_insertion, primitive_graph, remove_unused_logic
+        from lego_hw.interconnect import build_interconnect
+        from lego_hw.spec import DesignSpec
+
+        spec = DesignSpec.load(design_dir)
+        pg = primitive_graph([build_interconnect(m) for m in spec.mappings()])
+        result: dict[str, Any] = {"registers": compare_register_insertion(pg, clock_ns).as_dict()}
+        if keep:
+            result["unused_logic"] = remove_unused_logic(pg, keep).as_dict()
+        if as_json:
+            typer.echo(json.dumps(result, indent=2, default=str))
+            return
+        r = result["registers"]
+        ratio = r["lp_bits"] / r["naive_bits"]
+        typer.echo(
+            f"clock {r['clock_ns']:.2f} ns (fastest feasible {r['min_clock_ns']:.2f}): "
+            f"LP {r['lp_bits']} register bits, balanced ASAP {r['asap_bits']}, every edge {r['naive_bits']} "
+            f"(LP/naive {ratio:.3f}), min-cost-flow dual {r['dual_bits']}, latency {r['latency']} cycles"
+        )
+        if keep:
+            u = result["unused_logic"]
+            typer.echo(
+                f"keeping {', '.join(keep)}: muxes {u['before']['muxes']} -> {u['after']['muxes']}, "
+                f"register bits {u['before']['register_bits']} -> {u['after']['register_bits']}, "
+                f"gated register fraction {u['gated_fraction']:.3f}"
+            )
+
+
+@app.command()
 def estimate(
     workload: WorkloadArg,
     dataflow: DataflowOpt = None,
