@@ -30,6 +30,11 @@ spatten_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(spatten_app, name="spatten")
+pointacc_app = typer.Typer(
+    help="PointAcc: ranking-based mapping operations and the point-cloud accelerator simulator.",
+    no_args_is_help=True,
+)
+app.add_typer(pointacc_app, name="pointacc")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 ConfigOpt = Annotated[str, typer.Option("--config", help="Hardware preset (spatten, spatten-1/8, bert-cpp, tiny).")]
@@ -203,6 +208,173 @@ def report(
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(text)
             typer.echo(f"wrote {out}")
+
+
+_MAP_OPS = ("fps", "knn", "ball_query", "voxelize", "voxel_downsample", "kernel_map")
+
+
+@pointacc_app.command("map")
+def pointacc_map(
+    op: Annotated[str, typer.Argument(help=f"One of {', '.join(_MAP_OPS)}.")],
+    points_file: Annotated[Path, typer.Argument(help="Points: .npy [N,3], .txt/.xyz columns, or ASCII .ply.")],
+    samples: Annotated[int, typer.Option("--samples", help="fps: points to sample; knn/ball_query: queries.")] = 1024,
+    k: Annotated[int, typer.Option("--k", help="Neighbours per query (knn, ball_query).")] = 16,
+    radius: Annotated[float, typer.Option("--radius", help="Ball query radius.")] = 0.2,
+    voxel_size: Annotated[
+        float, typer.Option("--voxel-size", help="Voxel edge (voxelize, downsample, kernel map).")
+    ] = 0.05,
+    stride: Annotated[int, typer.Option("--stride", help="Downsampling stride (voxel_downsample, kernel_map).")] = 2,
+    kernel_size: Annotated[int, typer.Option("--kernel-size", help="Sparse-conv kernel size (kernel_map).")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one mapping operation on a point file; report its time, result size and ranking work."""
+    import time
+
+    import numpy as np
+
+    with _clean_errors():
+        from accel_sims.errors import AccelSimsError
+        from accel_sims.pointacc import mapping as mp
+        from accel_sims.pointacc.points import read_points
+
+        if op not in _MAP_OPS:
+            raise AccelSimsError(f"op must be one of {', '.join(_MAP_OPS)}; got {op!r}")
+        pts = read_points(points_file)
+        t0 = time.perf_counter()
+        result: dict[str, Any] = {"op": op, "points": int(len(pts))}
+        if op in ("fps", "knn", "ball_query"):
+            if op != "fps" and samples > len(pts):
+                raise AccelSimsError(f"--samples {samples} queries but the cloud has {len(pts)} points")
+            n_q = min(samples, len(pts))
+            idx = mp.farthest_point_sampling(pts, n_q) if op == "fps" else np.arange(n_q)
+            if op == "fps":
+                result |= {"samples": int(len(idx)), "stats": mp.fps_stats(len(pts), n_q)}
+            elif op == "knn":
+                nbr, _ = mp.knn(pts[idx], pts, k)
+                result |= {"queries": n_q, "neighbours": int(nbr.size), "stats": mp.knn_stats(n_q, len(pts), k)}
+            else:
+                _, counts = mp.ball_query(pts[idx], pts, radius, k)
+                result |= {
+                    "queries": n_q,
+                    "neighbours": int(counts.sum()),
+                    "empty_neighbourhoods": int((counts == 0).sum()),
+                    "stats": mp.ball_query_stats(n_q, len(pts), k),
+                }
+        else:
+            coords, _ = mp.voxelize(pts, voxel_size)
+            result["voxels"] = int(len(coords))
+            if op == "voxelize":
+                result["stats"] = mp.voxel_downsample_stats(len(pts), len(coords), op="voxelize")
+            else:
+                out, _ = mp.voxel_downsample(coords, stride)
+                result["outputs"] = int(len(out))
+                if op == "voxel_downsample":
+                    result["stats"] = mp.voxel_downsample_stats(len(coords), len(out))
+                else:
+                    km = mp.kernel_map(coords, out, kernel_size=kernel_size, stride=stride)
+                    result |= {"pairs": int(km.total), "offsets": int(len(km.offsets)), "stats": km.stats}
+        result["seconds"] = round(time.perf_counter() - t0, 4)
+        stats = result.pop("stats")
+        result["ranking"] = stats.model_dump()
+        if as_json:
+            typer.echo(json.dumps(result, indent=2, default=int))
+            return
+        sizes = ", ".join(f"{key} {v}" for key, v in result.items() if key not in ("op", "ranking", "seconds"))
+        typer.echo(f"{op}: {sizes} in {result['seconds'] * 1e3:.1f} ms")
+
+
+def _pointacc_workload(source: str, n_points: int | None, seed: int) -> Any:
+    from accel_sims.pointacc.workloads import load_workload, make_workload, workload_names
+
+    if source in workload_names():
+        return make_workload(source, n_points=n_points, seed=seed)
+    if not Path(source).is_file():
+        from accel_sims.errors import WorkloadError
+
+        raise WorkloadError(f"{source!r} is neither a workload file nor a network {list(workload_names())}")
+    return load_workload(source)
+
+
+PointsOpt = Annotated[int | None, typer.Option("--points", help="Points (or voxels) of the synthetic cloud.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the synthetic cloud.")]
+PaConfigOpt = Annotated[str, typer.Option("--config", help="Accelerator preset: server, edge, tiny.")]
+
+
+@pointacc_app.command("simulate")
+def pointacc_simulate(
+    workload: Annotated[
+        str, typer.Argument(help="A network (pointnet2-seg, minkunet-indoor, ...) or a workload JSON.")
+    ],
+    config: PaConfigOpt = "server",
+    points: PointsOpt = None,
+    seed: SeedOpt = 0,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="The MMU's cache (ablation: off).")] = True,
+    fusion: Annotated[bool, typer.Option("--fusion/--no-fusion", help="Temporal layer fusion (ablation).")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate a point-cloud network on PointAcc; compare with the GPU-like baseline and the ablations."""
+    with _clean_errors():
+        from accel_sims.pointacc.baselines import compare_gpu, simulate_gpu
+        from accel_sims.pointacc.config import PointAccConfig
+        from accel_sims.pointacc.simulator import compare, simulate
+
+        wl = _pointacc_workload(workload, points, seed)
+        cfg = PointAccConfig.from_name(config).ablate(cache=cache, fusion=fusion)
+        res = simulate(wl, cfg)
+        gpu = compare_gpu(res, simulate_gpu(wl))
+        ablations = {
+            name: compare(res, simulate(wl, cfg.ablate(**flag)))  # > 1: the full design is faster
+            for name, flag in (("no_cache", {"cache": False}), ("no_fusion", {"fusion": False}))
+        }
+        if as_json:
+            data = json.loads(res.model_dump_json(exclude={"layers"}))
+            data |= {"vs_gpu": gpu, "vs_ablations": ablations}
+            typer.echo(json.dumps(data, indent=2))
+            return
+        typer.echo(
+            f"{wl.name} on {cfg.name}: {res.cycles:,} cycles ({res.seconds * 1e3:.3f} ms), "
+            f"DRAM {res.total_dram_bytes / 1e6:.2f} MB, energy {res.total_energy_pj / 1e6:.1f} uJ, "
+            f"cache hit rate {res.cache_hit_rate:.2f}"
+        )
+        typer.echo(f"vs GPU-like baseline: speedup {gpu['speedup']:.2f}x, energy saving {gpu['energy_saving']:.1f}x")
+        for name, r in ablations.items():
+            typer.echo(
+                f"vs {name.replace('_', '-')} ablation: speedup {r['speedup']:.2f}x, "
+                f"energy saving {r['energy_saving']:.2f}x"
+            )
+
+
+@pointacc_app.command("report")
+def pointacc_report(
+    workload: Annotated[str, typer.Argument(help="A network name or a workload JSON.")],
+    config: PaConfigOpt = "server",
+    points: PointsOpt = None,
+    seed: SeedOpt = 0,
+    fmt: Annotated[str, typer.Option("--format", help="md or html.")] = "md",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Per-layer table and the cycles/energy breakdown plot (HTML) of a network on PointAcc."""
+    with _clean_errors():
+        from accel_sims.errors import AccelSimsError
+        from accel_sims.pointacc.config import PointAccConfig
+        from accel_sims.pointacc.report import html_report, markdown
+        from accel_sims.pointacc.simulator import simulate
+
+        if fmt not in ("md", "html"):
+            raise AccelSimsError(f"--format must be 'md' or 'html', got {fmt!r}")
+        wl = _pointacc_workload(workload, points, seed)
+        res = simulate(wl, PointAccConfig.from_name(config))
+        text = html_report(res) if fmt == "html" else markdown(res)
+        _emit(text, out)
+
+
+def _emit(text: str, out: Path | None) -> None:
+    if out is None:
+        typer.echo(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {out}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
