@@ -35,6 +35,11 @@ pointacc_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(pointacc_app, name="pointacc")
+dota_app = typer.Typer(
+    help="DOTA / Lightening-Transformer: photonic dot-product engines, architecture latency, energy and area.",
+    no_args_is_help=True,
+)
+app.add_typer(dota_app, name="dota")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 ConfigOpt = Annotated[str, typer.Option("--config", help="Hardware preset (spatten, spatten-1/8, bert-cpp, tiny).")]
@@ -366,6 +371,79 @@ def pointacc_report(
         res = simulate(wl, PointAccConfig.from_name(config))
         text = html_report(res) if fmt == "html" else markdown(res)
         _emit(text, out)
+
+
+DotaWorkloadArg = Annotated[str, typer.Argument(help="deit-t, deit-s, deit-b, bert-b, bert-l (or tiny).")]
+DotaConfigOpt = Annotated[
+    str, typer.Option("--config", help="dota-b-4bit, dota-b-8bit, dota-l-4bit, dota-l-8bit, mrr-bank-4bit, ...")
+]
+TokensOpt = Annotated[int | None, typer.Option("--tokens", min=1, help="Sequence length (default: the model's).")]
+
+
+@dota_app.command("simulate")
+def dota_simulate(
+    workload: DotaWorkloadArg,
+    config: DotaConfigOpt = "dota-b-4bit",
+    tokens: TokensOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Latency and energy of a transformer on a photonic accelerator (per matmul and in total)."""
+    with _clean_errors():
+        from accel_sims.dota.arch import simulate as run
+        from accel_sims.dota.workloads import TransformerSpec
+
+        res = run(TransformerSpec.from_name(workload, tokens=tokens), config)
+        if as_json:
+            typer.echo(res.model_dump_json(indent=2))
+            return
+        parts = sorted(res.energy_breakdown_pj.items(), key=lambda kv: -kv[1])
+        share = ", ".join(f"{k} {v / res.energy_pj:.0%}" for k, v in parts if v / res.energy_pj >= 0.01)
+        typer.echo(
+            f"{res.workload} on {res.accelerator}: {res.latency_s * 1e6:,.1f} us, {res.energy_pj / 1e6:,.1f} uJ "
+            f"({res.energy_pj / res.macs:.3f} pJ/MAC over {res.macs / 1e9:.2f} GMAC); energy: {share}"
+        )
+
+
+@dota_app.command("area")
+def dota_area(
+    config: DotaConfigOpt = "dota-b-4bit",
+    as_json: JsonOpt = False,
+) -> None:
+    """Area breakdown from device counts x device areas (DOTA-B 4-bit: reference 60.33 mm²)."""
+    with _clean_errors():
+        from accel_sims.dota.arch import area
+        from accel_sims.dota.report import area_markdown
+
+        rep = area(config)
+        if as_json:
+            typer.echo(rep.model_dump_json(indent=2))
+            return
+        typer.echo(f"{rep.accelerator}: {rep.total_mm2:.2f} mm²\n")
+        typer.echo(area_markdown(rep))
+
+
+@dota_app.command("report")
+def dota_report(
+    workloads: Annotated[list[str] | None, typer.Argument(help="Workloads (default: all five of the paper).")] = None,
+    bits: Annotated[int, typer.Option("--bits", help="4 or 8: DOTA-B, the MRR bank and the electronic array.")] = 4,
+    fmt: Annotated[str, typer.Option("--format", help="md or html.")] = "md",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """DOTA-B against the same-area microring bank and the electronic array; HTML adds the energy-breakdown plot."""
+    with _clean_errors():
+        from accel_sims.dota.baselines import compare
+        from accel_sims.dota.report import html_report, markdown
+        from accel_sims.dota.workloads import workload_names
+        from accel_sims.errors import AccelSimsError
+
+        if fmt not in ("md", "html"):
+            raise AccelSimsError(f"--format must be 'md' or 'html', got {fmt!r}")
+        if bits not in (4, 8):
+            raise AccelSimsError(f"--bits must be 4 or 8 (the presets' precisions), got {bits}")
+        names = workloads or [w for w in workload_names() if w != "tiny"]
+        results = [r for w in names for r in compare(w, bits).values()]
+        title = f"DOTA-B vs MRR bank vs electronic, {bits}-bit"
+        _emit(html_report(results, title) if fmt == "html" else markdown(results), out)
 
 
 def _emit(text: str, out: Path | None) -> None:
