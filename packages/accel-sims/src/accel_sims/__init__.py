@@ -1,7 +1,8 @@
 """accel-sims: accelerator algorithms and cycle/energy simulators.
 
-One module per paper: `accel_sims.spatten` (SpAtten, HPCA 2021); PointAcc and DOTA are planned. Each has a config,
-a workload, the algorithm in PyTorch, and a simulator returning cycles, energy and breakdowns.
+One module per paper: `accel_sims.spatten` (SpAtten, HPCA 2021), `accel_sims.pointacc` (PointAcc, MICRO 2021) and
+`accel_sims.dota` (DOTA / Lightening-Transformer). Each has a config, a workload, the algorithm in PyTorch or numpy,
+and a simulator returning cycles, energy and breakdowns.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The `accel-sims` command line; `accel-sims spatten simulate | prune | report`.
+"""The `accel-sims` command line: `accel-sims spatten simulate | prune | report`, `accel-sims pointacc map | simulate |
+report`, `accel-sims dota simulate | area | report`.
 
 SpAtten (arXiv:2012.09852): `prune` runs a local Hugging Face-layout model with cascade token/head pruning, local
 value pruning and progressive quantization and writes the workload the run produced; `simulate` runs a workload
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from accel_sims.spatten.workload import Workload
 
 app = typer.Typer(
-    help="Accelerator algorithms and simulators (SpAtten).",
+    help="Accelerator algorithms and simulators (SpAtten, PointAcc, DOTA).",
     no_args_is_help=True,
     add_completion=False,
 )
