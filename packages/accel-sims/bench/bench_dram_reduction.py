@@ -15,6 +15,8 @@ import datetime
 import time
 from pathlib import Path
 
+from _sections import replace_section  # bench/_sections.py, next to this script
+
 from accel_sims.spatten.benchmarks import BenchmarkSettings, benchmark_names, make_workload
 from accel_sims.spatten.config import SpAttenConfig
 from accel_sims.spatten.simulator import compare, dense_baseline, layer_report, simulate
@@ -135,18 +137,6 @@ Per layer, BERT-base at 384 tokens (the data of `accel-sims spatten report`'s pl
 {END}"""
 
 
-def write(text: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace this script's section of BENCHMARKS.md (between its markers), or append it."""
-    old = path.read_text() if path.exists() else "# accel-sims benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + text + tail
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="spatten", help="SpAttenConfig preset")
@@ -155,7 +145,7 @@ def main() -> None:
     text = section(SpAttenConfig.from_name(args.config))
     print(text)
     if args.write:
-        write(text)
+        replace_section(text, BEGIN, END)
         print(f"wrote {BENCHMARKS_MD}")
 
 

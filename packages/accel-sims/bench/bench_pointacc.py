@@ -16,6 +16,8 @@ import math
 import time
 from pathlib import Path
 
+from _sections import replace_section  # bench/_sections.py, next to this script
+
 from accel_sims.pointacc.baselines import GPUConfig, compare_gpu, simulate_gpu
 from accel_sims.pointacc.config import PointAccConfig
 from accel_sims.pointacc.report import layer_rows
@@ -151,18 +153,6 @@ What drives the difference from the paper:
 {END}"""
 
 
-def write(text: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace this script's section of BENCHMARKS.md (between its markers), or append it."""
-    old = path.read_text() if path.exists() else "# accel-sims benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        new = head + text + tail
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--write", action="store_true", help="update the section of BENCHMARKS.md")
@@ -170,7 +160,7 @@ def main() -> None:
     text = section()
     print(text)
     if args.write:
-        write(text)
+        replace_section(text, BEGIN, END)
         print(f"wrote {BENCHMARKS_MD}")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _sections import replace_section  # bench/_sections.py, next to this script
 
 from accel_sims.pointacc.ball_query import ball_query_reference
 from accel_sims.pointacc.fps import farthest_point_sampling_reference
@@ -176,17 +177,6 @@ operation counters (`RankingStats`, `count_ops`).
 {END}"""
 
 
-def write(text: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace this script's section of BENCHMARKS.md (between its markers), or append it."""
-    old = path.read_text() if path.exists() else "# accel-sims benchmarks\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="update the section of BENCHMARKS.md")
@@ -195,7 +185,7 @@ def main() -> None:
     text = section(table(args.sizes), args.sizes)
     print(text)
     if args.write:
-        write(text)
+        replace_section(text, BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ networks in `workloads` and the GPU-like baseline in `baselines`. Re-exported he
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from accel_sims._lazy import attach
 
 _LAZY: dict[str, str] = {
     "KernelMap": "accel_sims.pointacc.mapping",
@@ -128,14 +129,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'accel_sims.pointacc' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = attach(__name__, _LAZY)
