@@ -308,3 +308,17 @@ def test_ablations_never_faster_property(
         assert other.cycles >= full.cycles
         assert other.total_dram_bytes >= full.total_dram_bytes
         assert other.total_energy_pj >= full.total_energy_pj * (1 - 1e-12)
+
+
+def test_topk_sort_is_linear_and_cheaper_than_a_full_sort() -> None:
+    from accel_sims.pointacc.simulator import sort_cycles, topk_sort_cycles
+
+    mp = PointAccConfig.from_name("server").mapping  # 64-wide sorter and merger: 21 bitonic stages
+    assert mp.sorter_width == 64 and mp.merger_width == 64 and mp.sorter_stages == 21
+    # 256 keys, k = 20: 4 chunks, each chunk's best 20 merged with the running 20 in ceil(40 / 64) = 1 cycle.
+    assert topk_sort_cycles(256, 20, mp) == (4 + 21, 4 * 21 * 32 + 4 * 40)
+    # k larger than the merger: each fold of 2 x 64 keys takes 2 cycles.
+    assert topk_sort_cycles(256, 100, mp)[0] == 4 * 2 + 21
+    for n in (1024, 16384, 65536):
+        assert topk_sort_cycles(n, 16, mp)[0] < sort_cycles(n, mp)[0]
+    assert topk_sort_cycles(65536, 16, mp)[0] - 21 == 16 * (topk_sort_cycles(4096, 16, mp)[0] - 21)

@@ -156,14 +156,31 @@ def layer_stats(layer: Layer) -> RankingStats:
     raise AccelSimsError(f"layer {layer.name!r}: op {layer.op!r} is not a mapping operation")
 
 
-def mapping_cycles(stats: RankingStats, mapping: MappingUnitConfig, dependent_steps: int = 0) -> tuple[int, int]:
+def topk_sort_cycles(n: int, k: int, mapping: MappingUnitConfig) -> tuple[int, int]:
+    """(cycles, compare-swaps) to keep the k smallest of n keys: W-wide bitonic chunks stream through the sorter one
+    per cycle, and the merger folds each chunk's best min(k, W) into a running top-k list of k, which takes
+    ceil(2 min(k, W) / M) cycles and overlaps the next chunk's sort. Unlike a full sort (`sort_cycles`), no pass ever
+    handles more than 2k keys, so the cost is linear in n: the early top-k cut-off of a ranking-based kNN."""
+    if n <= 1:
+        return 0, 0
+    w, m, st = mapping.sorter_width, mapping.merger_width, mapping.sorter_stages
+    chunks = _cdiv(n, w)
+    keep = min(k, w)
+    per_chunk = max(1, _cdiv(2 * keep, m))
+    return chunks * per_chunk + st, chunks * st * (w // 2) + chunks * 2 * keep
+
+
+def mapping_cycles(
+    stats: RankingStats, mapping: MappingUnitConfig, dependent_steps: int = 0, keep: int | None = None
+) -> tuple[int, int]:
     """(cycles, comparator ops) of `stats` on the mapping unit.
 
     Distances (one 3-D distance per unit per cycle; wider vectors take ceil(dims/3) cycles) stream into the W-wide
     compare-reduce stage, so they overlap: max(ceil(distances/D), ceil(reductions/W)). Sorts (`sort_calls` of the
     average length, back to back through the sorter, `sort_cycles` each without re-paying the stage latency) and
-    merges (ceil(merged/M)) follow as separate phases. `dependent_steps` iterations that wait on the previous one's
-    result (FPS) each add the log2 W latency of the reduction tree; `pipeline_latency` is added once.
+    merges (ceil(merged/M)) follow as separate phases. With `keep` (kNN's k) each sort keeps only its k smallest keys
+    (`topk_sort_cycles`). `dependent_steps` iterations that wait on the previous one's result (FPS) each add the
+    log2 W latency of the reduction tree; `pipeline_latency` is added once.
     """
     w, m, d, st = mapping.sorter_width, mapping.merger_width, mapping.distance_units, mapping.sorter_stages
     dist = _cdiv(stats.distance_computations * _cdiv(stats.coordinate_dims, 3), d)
@@ -171,7 +188,7 @@ def mapping_cycles(stats: RankingStats, mapping: MappingUnitConfig, dependent_st
     sort = comps = 0
     if stats.sort_calls:
         length = _cdiv(stats.sorted_elements, stats.sort_calls)
-        one, one_comps = sort_cycles(length, mapping)
+        one, one_comps = sort_cycles(length, mapping) if keep is None else topk_sort_cycles(length, keep, mapping)
         sort = stats.sort_calls * max(one - st, 0) + (st if one else 0)
         comps += stats.sort_calls * one_comps
     merge = _cdiv(stats.merged_elements, m)
@@ -325,6 +342,7 @@ def _layer(ly: Layer, on_chip: tuple[bool, bool], ctx: _Ctx) -> LayerResult:
             stats.model_copy(update={"distance_computations": 0}) if feature_space else stats,
             mp,
             dependent_steps=max(ly.n_out - 1, 0) if ly.op == "fps" else 0,
+            keep=k if ly.op == "knn" else None,
         )
         if feature_space:  # DGCNN's later EdgeConvs: Q x N distances as a Q x dims x N product on the matrix unit
             cyc["matrix"] = matrix_cycles(n_out, ly.dims, n_in, mx)
