@@ -13,6 +13,7 @@ ToolFailedError with the tail of its output.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -69,7 +70,8 @@ def require_tool(name: str) -> str:
 
 def tool_or_skip(name: str) -> str:
     """For tests: the tool's path; skip when missing, but FAIL when the env var CI is set."""
-    import pytest
+    # pytest is a test dependency, not a runtime one: imported by name so the package type-checks without it.
+    pytest = importlib.import_module("pytest")
 
     try:
         return require_tool(name)
