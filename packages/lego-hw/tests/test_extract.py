@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch  # the [test] extra installs it (extraction is the one torch feature of lego-hw)
 
 from lego_hw.errors import LegoError
+from lego_hw.extract import extract_layers, extract_workloads
 from lego_hw.models import resnet50
 from lego_hw.workload import Workload, conv2d, depthwise_conv2d, gemm
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
-
-from lego_hw.extract import extract_layers, extract_workloads  # noqa: E402
 
 
 def same(a: Workload, b: Workload) -> bool:
