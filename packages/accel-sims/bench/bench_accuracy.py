@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from _sections import replace_section  # bench/_sections.py, next to this script
 
 from accel_sims.models import load_bert
 from accel_sims.spatten.accuracy import embed, key_fetch_fraction, minilm_folder, requant_fraction, tokenize
@@ -131,15 +132,7 @@ def write_section(table: list[str], args: argparse.Namespace) -> None:
         line if line.startswith(("|", "<!--")) or len(line) <= 116 else textwrap.fill(line, 116)
         for line in body.split("\n")
     )
-    text = path.read_text() if path.is_file() else "# accel-sims benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + body + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    replace_section(body, BEGIN, END, path)
 
 
 if __name__ == "__main__":

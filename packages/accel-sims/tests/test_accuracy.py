@@ -7,26 +7,20 @@ in CI (env var CI set).
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from accel_sims.errors import ModelLoadError
 from accel_sims.models import BertModel, load_bert
-from accel_sims.spatten.accuracy import embed, key_fetch_fraction, minilm_folder, requant_fraction, tokenize
+from accel_sims.spatten.accuracy import embed, key_fetch_fraction, requant_fraction, tokenize
 from accel_sims.spatten.pruning import PruningConfig, cascade_schedule
 from accel_sims.spatten.text import passages, sentences
 
 
 @pytest.fixture(scope="module")
-def setup() -> tuple[BertModel, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-    try:
-        folder = minilm_folder()
-    except ModelLoadError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the model package: {e}")
-        pytest.skip(str(e))
+def setup(minilm_dir: Path) -> tuple[BertModel, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    folder = minilm_dir
     model = load_bert(folder)
     ids, mask = tokenize(folder, sentences(24) + passages(8))
     torch.set_grad_enabled(False)

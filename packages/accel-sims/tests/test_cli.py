@@ -62,20 +62,9 @@ def test_bad_input(tmp_path):
         assert match in res.output, (args, res.output)
 
 
-def test_prune_a_local_model_then_simulate(tmp_path):
-    import os
+def test_prune_a_local_model_then_simulate(tmp_path, minilm_dir):
 
-    import pytest
-
-    from accel_sims.errors import ModelLoadError
-    from accel_sims.spatten.accuracy import minilm_folder
-
-    try:
-        folder = minilm_folder()
-    except ModelLoadError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the model package: {e}")
-        pytest.skip(str(e))
+    folder = minilm_dir
     out = tmp_path / "minilm.csv"
     text = "Cascade token pruning removes unimportant tokens for all later layers of the model. " * 4
     args = ["spatten", "prune", str(folder), "-o", str(out), "--token-keep", "0.5", "--head-keep", "0.75",

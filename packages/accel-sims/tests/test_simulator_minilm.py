@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-import pytest
-
-from accel_sims.errors import ModelLoadError
 from accel_sims.spatten.simulator import compare, dense_baseline, layer_report, simulate
 
 
-def test_emitted_minilm_workload_simulates() -> None:
-    from accel_sims.spatten.accuracy import minilm_folder
+def test_emitted_minilm_workload_simulates(minilm_dir: Path) -> None:
     from accel_sims.spatten.emit import prune
     from accel_sims.spatten.pruning import PruningConfig
 
@@ -21,12 +17,7 @@ def test_emitted_minilm_workload_simulates() -> None:
         value_keep_ratio=0.3,
         quantize=True,
     )
-    try:
-        folder = minilm_folder()
-    except ModelLoadError as e:  # the registry package is a test dependency: CI must have it
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs the model package: {e}")
-        pytest.skip(str(e))
+    folder = minilm_dir
     text = "Cascade token pruning removes unimportant tokens for all later layers of the transformer. " * 3
     workload, _ = prune(folder, cfg, text=text)
     assert {r.head_dim for r in workload.records} == {32}  # 16 keys per cycle on 512 multipliers

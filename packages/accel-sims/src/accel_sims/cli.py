@@ -208,12 +208,7 @@ def report(
             return
         title = f"SpAtten on {wl.model} ({cfg.name})"
         text = render(rows, title, compare(result, dense), "html" if fmt == "html" else "md")
-        if out is None:
-            typer.echo(text)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text)
-            typer.echo(f"wrote {out}")
+        _emit(text, out)
 
 
 _MAP_OPS = ("fps", "knn", "ball_query", "voxelize", "voxel_downsample", "kernel_map")
