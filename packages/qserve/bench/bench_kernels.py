@@ -10,7 +10,9 @@ contiguous fp16 K/V. Times are CUDA-graph replays (median); every figure is meas
 
 Before timing it checks the kernels against the PyTorch references at small odd shapes (``--check-only`` runs only
 that, also on a CPU under ``TRITON_INTERPRET=1``). ``--sweep`` times candidate launch configs per M first and uses
-the best.
+the best. The packed dequantization (``W4A8Config(packed_dequant=True)``, inline PTX) is checked on its own: if it
+disagrees with the reference it is left out of the sweep; otherwise every candidate is also swept with it, and each
+M reports the chosen launch shape with byte-wise and with packed dequantization side by side (``packed_speedup``).
 
     python packages/qserve/bench/bench_kernels.py --json out.json [--sweep]
 """
@@ -70,6 +72,22 @@ def check(device: str) -> dict[str, float]:
     for cfg in (None, W4A8Config(16, 16, num_warps=1, num_stages=1), W4A8Config(32, 16, swap=True, split_k=3)):
         got = w4a8_gemm(qa, a_s, qw, s1, s2, z2, bias, torch.float32, config=cfg)
         gemm_err = max(gemm_err, float((got - want).abs().max() / want.abs().max()))
+    # Packed dequantization (inline PTX) on its own: a failure there drops it from the timings, not the run.
+    packed_err = 0.0
+    packed_cfgs = (
+        W4A8Config(packed_dequant=True),
+        W4A8Config(16, 32, num_warps=4, num_stages=2, packed_dequant=True),
+        W4A8Config(32, 16, swap=True, split_k=3, packed_dequant=True),
+    )
+    for cfg in packed_cfgs:
+        got = w4a8_gemm(qa, a_s, qw, s1, s2, z2, bias, torch.float32, config=cfg)
+        packed_err = max(packed_err, float((got - want).abs().max() / want.abs().max()))
+    # Per-channel weights (no level-1 groups) through the packed path too.
+    s1c, zc = s1.float(), torch.zeros_like(s1)
+    want_c = w4a8_gemm_ref(qa, a_s, qw, s1c, None, None, None, torch.float32, s1_szeros=zc)
+    for cfg in packed_cfgs:
+        got = w4a8_gemm(qa, a_s, qw, s1c, None, None, None, torch.float32, s1_szeros=zc, config=cfg)
+        packed_err = max(packed_err, float((got - want_c).abs().max() / want_c.abs().max()))
     b, hq, hkv, d, page = 3, 8, 2, 64, 16
     lens = torch.tensor([1, 45, 70], dtype=torch.int32)
     pages_per = 5
@@ -90,7 +108,7 @@ def check(device: str) -> dict[str, float]:
         for splits in (1, 3):
             got = paged_decode_attention(*args, config=AttentionConfig(block_t=16, num_splits=splits))  # type: ignore[arg-type]
             attn_err = max(attn_err, float((got.float() - ref).abs().max()))
-    return {"gemm_max_rel_err": gemm_err, "attention_max_abs_err": attn_err}
+    return {"gemm_max_rel_err": gemm_err, "packed_gemm_max_rel_err": packed_err, "attention_max_abs_err": attn_err}
 
 
 def graph_ms(fn: Callable[[], object], iters: int) -> float:
@@ -119,24 +137,29 @@ def graph_ms(fn: Callable[[], object], iters: int) -> float:
     return statistics.median(times)
 
 
-def _gemm_candidates(m: int) -> list[Any]:
+def _gemm_candidates(m: int, packed: bool) -> list[Any]:
+    """Launch shapes to sweep at this M; with ``packed``, each also with packed dequantization."""
+    from dataclasses import replace
+
     from qserve.kernels.w4a8_gemm import W4A8Config as C
 
     if m <= 64:
         bm = max(16, 1 << (max(m, 1) - 1).bit_length())
-        return [
+        shapes = [
             C(block_m=bm, block_n=bn, swap=True, split_k=sk, num_warps=4, num_stages=4)
             for bn in (32, 64, 128)
             for sk in (1, 4, 8)
         ]
-    return [
-        C(block_m=128, block_n=128, num_warps=8, num_stages=3),
-        C(block_m=128, block_n=128, num_warps=4, num_stages=4),
-        C(block_m=128, block_n=256, num_warps=8, num_stages=3),
-        C(block_m=128, block_n=128, swap=True, num_warps=8, num_stages=3),
-        C(block_m=64, block_n=128, swap=True, num_warps=4, num_stages=4),
-        C(block_m=256, block_n=128, num_warps=8, num_stages=3),
-    ]
+    else:
+        shapes = [
+            C(block_m=128, block_n=128, num_warps=8, num_stages=3),
+            C(block_m=128, block_n=128, num_warps=4, num_stages=4),
+            C(block_m=128, block_n=256, num_warps=8, num_stages=3),
+            C(block_m=128, block_n=128, swap=True, num_warps=8, num_stages=3),
+            C(block_m=64, block_n=128, swap=True, num_warps=4, num_stages=4),
+            C(block_m=256, block_n=128, num_warps=8, num_stages=3),
+        ]
+    return shapes + ([replace(c, packed_dequant=True) for c in shapes] if packed else [])
 
 
 def _best(label: str, fn: Callable[[Any], object], cands: list[Any], iters: int) -> tuple[Any, list[list[Any]]]:
@@ -183,13 +206,26 @@ def _gemm_row(
         cfg, table = _best(
             f"w4a8 M={m}",
             lambda c: w4a8_gemm(qa, a_s, qw, s1, s2, z2, None, torch.bfloat16, config=c),
-            [c for c in _gemm_candidates(m) if (k // 128) % c.split_k == 0],
+            [c for c in _gemm_candidates(m, args.packed_ok) if (k // 128) % c.split_k == 0],
             args.iters,
         )
         row["config"] = repr(cfg)
         row["sweep"] = table
     row["bf16_ms"] = graph_ms(lambda: torch.matmul(x, w.T), args.iters)
     row["w4a8_ms"] = graph_ms(lambda: w4a8_gemm(qa, a_s, qw, s1, s2, z2, None, torch.bfloat16, config=cfg), args.iters)
+    if args.packed_ok:
+        # The same launch shape with byte-wise and with packed dequantization, side by side.
+        from dataclasses import replace
+
+        from qserve.kernels.w4a8_gemm import pick_w4a8_config
+
+        shape = cfg if cfg is not None else pick_w4a8_config(m, n, k)
+        for mode, flag in (("bytewise", False), ("packed", True)):
+            c = replace(shape, packed_dequant=flag)
+            row[f"{mode}_ms"] = graph_ms(
+                lambda c=c: w4a8_gemm(qa, a_s, qw, s1, s2, z2, None, torch.bfloat16, config=c), args.iters
+            )
+        row["packed_speedup"] = row["bytewise_ms"] / row["packed_ms"]  # type: ignore[operator]
 
     def layer() -> torch.Tensor:
         # quantize_activation's rule without its host-side finiteness check (not capturable in a graph).
@@ -212,6 +248,7 @@ def _gemm_row(
         f"GEMM M={m:5d} N={n} K={k}: bf16 {row['bf16_ms']:.4f} ms, w4a8 {row['w4a8_ms']:.4f} ms "
         f"(x{row['speedup_vs_bf16']:.2f}, {row['w4a8_tops']:.0f} TOPS), with act quant {row['w4a8_layer_ms']:.4f} "
         f"ms (x{row['layer_speedup_vs_bf16']:.2f}), torch._int_mm {row['int_mm_ms']:.4f} ms"
+        + (f", packed dequant x{row['packed_speedup']:.2f} of byte-wise" if "packed_speedup" in row else "")
     )
     return row
 
@@ -304,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     if errs["gemm_max_rel_err"] > 1e-5 or errs["attention_max_abs_err"] > 1e-2:
         print("FAIL: a kernel disagrees with its reference", file=sys.stderr)
         return 1
+    args.packed_ok = errs["packed_gemm_max_rel_err"] <= 1e-5
+    if not args.packed_ok:
+        print("WARNING: packed dequantization disagrees with the reference; it is left out of the timings")
     out: dict[str, object] = {"check": errs}
     if not args.check_only:
         out["device"] = torch.cuda.get_device_name()

@@ -26,7 +26,7 @@ part() {  # part NAME TIMEOUT_S COMMAND...
 }
 
 part qserve_engine 120 python packages/qserve/bench/gpu_check_engine.py
-part qserve_kernels 240 python packages/qserve/bench/bench_kernels.py --sweep --json "$OUT/qserve_kernels.json"
+part qserve_kernels 300 python packages/qserve/bench/bench_kernels.py --sweep --json "$OUT/qserve_kernels.json"
 part svdquant_layers 120 python packages/svdquant/bench/gpu_check_layers.py
 part svdquant_gemm 180 python packages/svdquant/bench/bench_gemm.py --json "$OUT/svdquant_gemm.json"
 echo "[$(date +%T)] done" | tee -a "$OUT/suite.log"

@@ -291,6 +291,8 @@ GEMM_CONFIGS = [
     W4A8Config(block_m=16, block_n=32, swap=True, num_warps=1, num_stages=1),
     W4A8Config(block_m=32, block_n=16, swap=True, split_k=2, group_m=2, num_warps=1, num_stages=1),
     W4A8Config(block_m=16, block_n=16, split_k=3, num_warps=1, num_stages=1),
+    # Packed dequantization is CUDA-only PTX; on the interpreter the flag must leave the result unchanged.
+    W4A8Config(block_m=16, block_n=32, num_warps=1, num_stages=1, packed_dequant=True),
 ]
 
 

@@ -23,6 +23,14 @@ int32 accumulator (INT8 tensor cores). ``swap`` computes ``W A^T``: the unpacked
 registers, becomes the left MMA operand and the token count becomes the MMA's N dimension (as small as 16),
 which is what decode-size M needs. ``split_k`` splits the K steps across programs for small M: their int32
 partial sums are added atomically (exact, integer) into a zeroed buffer and the epilogue runs once afterwards.
+
+Packed dequantization (``W4A8Config(packed_dequant=True)``, CUDA only): the byte-wise code above compiles to a
+byte extract, a 16-bit multiply-add and a byte repack per weight (about 6 instructions each on sm_90). QServe's
+register-level parallelism (Sec. 5.2.1) instead works on four bytes of one output channel in one 32-bit register:
+``lo = w & 0x0F0F0F0F``, ``hi = (w >> 4) & 0x0F0F0F0F``, one 32-bit multiply by ``s2`` (no carry between bytes:
+``q4 * s2 = q8_hat - z2 <= 255`` whenever ``q8_hat`` and ``z2`` are int8) and a carry-free byte-wise add of ``z2``.
+It is inline PTX (:data:`PACKED_DEQUANT_OPS`), which the interpreter cannot run, so on the CPU the byte-wise path
+runs instead and :func:`emulate_packed_dequant` checks the PTX's arithmetic.
 """
 
 from __future__ import annotations
@@ -44,8 +52,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "GROUP_SIZE",
+    "PACKED_DEQUANT_OPS",
     "W4A8Config",
     "dequantize_int8_weight",
+    "emulate_packed_dequant",
     "pick_w4a8_config",
     "unpack_u4",
     "w4a8_gemm",
@@ -59,7 +69,8 @@ GROUP_SIZE = 128  # QoQ's level-1 group; the kernel's K step
 @dataclass(frozen=True)
 class W4A8Config:
     """Launch shape of :func:`w4a8_gemm`: tile sizes (powers of two >= 16), operand order, K split (must divide
-    K/128), the number of M tiles grouped for L2 reuse, warps and pipeline stages."""
+    K/128), the number of M tiles grouped for L2 reuse, warps and pipeline stages, and whether the weight is
+    dequantized four bytes per 32-bit register (see the module docstring; CUDA only, the interpreter ignores it)."""
 
     block_m: int = 128
     block_n: int = 128
@@ -68,6 +79,64 @@ class W4A8Config:
     group_m: int = 8
     num_warps: int = 8
     num_stages: int = 3
+    packed_dequant: bool = False
+
+
+# The packed dequantization as PTX, one (op, dst, a, b) per instruction: $2 is a word of four weight bytes (two
+# nibbles each), $3 and $4 the same channel's s2 (uint8) and z2 (int8) in every byte; $0 and $1 receive the int8
+# weights of the low and the high nibbles. The byte-wise add is (x & 7f) + (z & 7f), top bits by xor, so no byte
+# carries into its neighbour.
+PACKED_DEQUANT_OPS: tuple[tuple[str, str, str, str], ...] = (
+    ("and.b32", "lo", "$2", "0x0F0F0F0F"),
+    ("shr.u32", "hi", "$2", "4"),
+    ("and.b32", "hi", "hi", "0x0F0F0F0F"),
+    ("and.b32", "s", "$3", "0xFF"),
+    ("and.b32", "zm", "$4", "0x7F7F7F7F"),
+    ("mul.lo.u32", "x", "lo", "s"),
+    ("and.b32", "t", "x", "0x7F7F7F7F"),
+    ("add.u32", "t", "t", "zm"),
+    ("xor.b32", "u", "x", "$4"),
+    ("and.b32", "u", "u", "0x80808080"),
+    ("xor.b32", "$0", "t", "u"),
+    ("mul.lo.u32", "x", "hi", "s"),
+    ("and.b32", "t", "x", "0x7F7F7F7F"),
+    ("add.u32", "t", "t", "zm"),
+    ("xor.b32", "u", "x", "$4"),
+    ("and.b32", "u", "u", "0x80808080"),
+    ("xor.b32", "$1", "t", "u"),
+)
+
+
+def _packed_dequant_asm() -> str:
+    regs = sorted({d for _, d, _, _ in PACKED_DEQUANT_OPS if not d.startswith("$")})
+    body = "".join(f"{op} {d}, {a}, {b};\n" for op, d, a, b in PACKED_DEQUANT_OPS)
+    return "{\n.reg .b32 " + ", ".join(regs) + ";\n" + body + "}"
+
+
+def emulate_packed_dequant(words: Tensor, s2: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+    """Run :data:`PACKED_DEQUANT_OPS` on 32-bit words as the GPU would: ``words`` holds four packed weight bytes
+    each (int64 in [0, 2^32)), ``s2``/``z2`` the channel's scale and zero broadcast to every byte (same shape,
+    int64 words). Returns the ``$0`` and ``$1`` words (int64 in [0, 2^32))."""
+    mask = (1 << 32) - 1
+    env: dict[str, Tensor] = {"$2": words, "$3": s2, "$4": z2}
+
+    def val(x: str) -> Tensor | int:
+        return env[x] if x in env else int(x, 0)
+
+    for op, d, a, b in PACKED_DEQUANT_OPS:
+        x, y = val(a), val(b)
+        if op == "and.b32":
+            r = x & y
+        elif op == "xor.b32":
+            r = x ^ y
+        elif op == "shr.u32":
+            r = x >> y
+        elif op in ("add.u32", "mul.lo.u32"):
+            r = (x + y if op == "add.u32" else x * y) & mask
+        else:  # pragma: no cover - the table above names only these
+            raise AssertionError(op)
+        env[d] = r  # type: ignore[assignment]
+    return env["$0"], env["$1"]
 
 
 def pick_w4a8_config(m: int, n: int, k: int) -> W4A8Config:
@@ -218,6 +287,7 @@ def w4a8_gemm_ref(
 
 
 if HAVE_TRITON:
+    _PACKED_ASM = tl.constexpr(_packed_dequant_asm())
 
     @triton.jit
     def _unpack_u4_tile(wp, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -256,6 +326,7 @@ if HAVE_TRITON:
         RAW_INT: tl.constexpr,
         HAS_BIAS: tl.constexpr,
         OUT_BF16: tl.constexpr,
+        PACKED: tl.constexpr,
     ):
         HALF: tl.constexpr = BLOCK_K // 2
         # Grouped tile order: GROUP_M row tiles walk the N tiles together, so their weight tiles stay in L2.
@@ -291,18 +362,37 @@ if HAVE_TRITON:
                 wp = tl.load(w_ptrs)
             else:
                 wp = tl.load(w_ptrs, mask=mask_n[:, None], other=0)
-            q4 = _unpack_u4_tile(wp, BLOCK_N, BLOCK_K)  # [BLOCK_N, BLOCK_K] int16
-            if PER_GROUP:
-                # Integer dequantization to the level-0 int8 weight: q * s + z (exact by the protective range).
-                if EVEN_N:
-                    s2 = tl.load(s2_ptr + g * stride_s2 + offs_n).to(tl.int16)
-                    z2 = tl.load(z2_ptr + g * stride_s2 + offs_n).to(tl.int16)
+            if PACKED:
+                # Four bytes per register (see the module docstring); per channel: s2 = 1, z2 = 0.
+                if PER_GROUP:
+                    if EVEN_N:
+                        s2 = tl.load(s2_ptr + g * stride_s2 + offs_n)
+                        z2 = tl.load(z2_ptr + g * stride_s2 + offs_n)
+                    else:
+                        s2 = tl.load(s2_ptr + g * stride_s2 + offs_n, mask=mask_n, other=0)
+                        z2 = tl.load(z2_ptr + g * stride_s2 + offs_n, mask=mask_n, other=0)
+                    s2b = tl.broadcast_to(s2[:, None], (BLOCK_N, HALF))
+                    z2b = tl.broadcast_to(z2[:, None], (BLOCK_N, HALF))
                 else:
-                    s2 = tl.load(s2_ptr + g * stride_s2 + offs_n, mask=mask_n, other=0).to(tl.int16)
-                    z2 = tl.load(z2_ptr + g * stride_s2 + offs_n, mask=mask_n, other=0).to(tl.int16)
-                w = (q4 * s2[:, None] + z2[:, None]).to(tl.int8)
+                    s2b = tl.full((BLOCK_N, HALF), 1, tl.uint8)
+                    z2b = tl.zeros((BLOCK_N, HALF), tl.int8)
+                w_lo, w_hi = tl.inline_asm_elementwise(
+                    _PACKED_ASM, "=r,=r,r,r,r", [wp, s2b, z2b], dtype=(tl.int8, tl.int8), is_pure=True, pack=4
+                )
+                w = tl.reshape(tl.join(w_lo, w_hi), (BLOCK_N, BLOCK_K))
             else:
-                w = q4.to(tl.int8)
+                q4 = _unpack_u4_tile(wp, BLOCK_N, BLOCK_K)  # [BLOCK_N, BLOCK_K] int16
+                if PER_GROUP:
+                    # Integer dequantization to the level-0 int8 weight: q * s + z (exact by the protective range).
+                    if EVEN_N:
+                        s2 = tl.load(s2_ptr + g * stride_s2 + offs_n).to(tl.int16)
+                        z2 = tl.load(z2_ptr + g * stride_s2 + offs_n).to(tl.int16)
+                    else:
+                        s2 = tl.load(s2_ptr + g * stride_s2 + offs_n, mask=mask_n, other=0).to(tl.int16)
+                        z2 = tl.load(z2_ptr + g * stride_s2 + offs_n, mask=mask_n, other=0).to(tl.int16)
+                    w = (q4 * s2[:, None] + z2[:, None]).to(tl.int8)
+                else:
+                    w = q4.to(tl.int8)
             if SWAP:
                 acc += tl.dot(w, tl.trans(a), out_dtype=tl.int32)  # [BLOCK_N, BLOCK_M]
             else:
@@ -423,6 +513,7 @@ def w4a8_gemm(
         RAW_INT=raw,
         HAS_BIAS=bias is not None,
         OUT_BF16=dtype == torch.bfloat16,
+        PACKED=cfg.packed_dequant and qa.is_cuda,  # inline PTX: not for the interpreter
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
     )

@@ -1,0 +1,201 @@
+"""Static look at the W4A8 GEMM's Hopper machine code, without a GPU (QServe, Lin et al., arXiv 2405.04532, Sec. 5.2).
+
+Triton compiles the kernel ahead of time for sm_90a (its bundled ptxas), ``cuobjdump`` (bundled too) disassembles
+it, and this script reports, per launch shape and dequantization mode, the main loop's instruction count per K step
+of 128 (per warp), its instruction mix, the tensor-core instructions (``IGMMA`` = INT8 wgmma), registers, local-memory
+spills, and whether each step waits for its wgmma to finish (``WARPGROUP.DEPBAR.LE gsb0, 0x0`` inside the loop:
+then tensor-core and CUDA-core work do not overlap). No timing: it says what the GPU will have to execute, the part
+of the kernel's cost that code changes move, and is what ``bench_kernels.py`` then times on a GPU.
+
+Warp-instructions per step over the SM's issue rate (4 per clock) against the wgmma's time per step (the INT8 tensor
+cores do 4096 multiply-adds per clock per SM on an H100) is the estimate printed as ``alu_clk`` / ``mma_clk``.
+``ctas`` is how many programs fit on one SM at once (registers in 256-register units per warp of a 64K file,
+shared memory of 227 KiB); with two or more, one program's dequantization can run while another's wgmma does, so
+``step_clk`` (per program, per K step, per SM) is ``max(alu, mma)`` instead of their sum when each step waits.
+``model_us`` applies that to M=1024, N=K=4096 at 1.755 GHz, whole waves of 132 SMs: a ranking aid for the sweep,
+not a measurement.
+
+    python packages/qserve/bench/inspect_sass.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _bench_common import emit_report  # noqa: E402
+
+# Launch shapes from pick_w4a8_config (M=1024, 64 and 1) and the sweep's candidates.
+SHAPES: tuple[tuple[int, int, bool, int, int], ...] = (
+    (256, 128, False, 8, 3),
+    (128, 128, False, 8, 3),
+    (128, 128, False, 4, 3),
+    (128, 128, False, 4, 4),
+    (128, 256, False, 8, 3),
+    (128, 64, False, 4, 4),
+    (64, 128, True, 4, 4),
+    (16, 32, True, 4, 4),
+)
+_SASS_LINE = re.compile(r"\s+/\*([0-9a-f]+)\*/\s+(.*?);")
+_BRANCH = re.compile(r"BRA\s+(?:`\()?[^0-9]*0x([0-9a-f]+)")
+
+
+def _tool(name: str) -> str:
+    import triton  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found next to Triton ({path}) or on PATH")
+    return found
+
+
+def compile_sm90(
+    block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: int, packed: bool, **flags: bool
+) -> Any:
+    """The W4A8 kernel (by default g128, even tiles, fp16 out; ``flags`` override the kernel's other constexprs)
+    compiled for sm_90a; the arguments Triton would specialise at run time (16-byte aligned pointers and strides)
+    are declared so."""
+    # Triton 3.9 warns unless the FP-fusion default is named; 1 is its current default, so nothing changes.
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    import triton
+    from triton.backends.compiler import GPUTarget  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from triton.compiler import ASTSource  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+    from qserve.kernels.w4a8_gemm import GROUP_SIZE, _w4a8_kernel
+
+    fn = _w4a8_kernel
+    if not isinstance(fn, triton.runtime.JITFunction):
+        raise RuntimeError("compiling for sm_90a needs real Triton kernels: unset TRITON_INTERPRET")
+    consts = dict(
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=GROUP_SIZE,
+        GROUP_M=8,
+        SWAP=swap,
+        EVEN_M=True,
+        EVEN_N=True,
+        PER_GROUP=True,
+        RAW_INT=False,
+        HAS_BIAS=False,
+        OUT_BF16=False,
+        PACKED=packed,
+    )
+    unknown = set(flags) - set(consts)
+    if unknown:
+        raise ValueError(f"unknown kernel flags {sorted(unknown)}; known: {sorted(consts)}")
+    consts.update(flags)
+    ptrs = {
+        "a_ptr": "*i8",
+        "as_ptr": "*fp16",
+        "w_ptr": "*u8",
+        "s1_ptr": "*fp16",
+        "s2_ptr": "*u8",
+        "z2_ptr": "*i8",
+        "rs_ptr": "*i32",
+        "zc_ptr": "*i32",
+        "bias_ptr": "*fp16",
+        "y_ptr": "*fp16",
+    }
+    names = list(fn.arg_names)
+    sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in consts}
+    src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in consts.items()}, attrs=attrs)
+    return triton.compile(
+        src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages}
+    )
+
+
+def loop_stats(sass: str) -> dict[str, Any]:
+    """The innermost backward branch's body: instruction count, mix, wgmma count, and whether it waits for all
+    wgmmas (``DEPBAR.LE gsb0, 0x0``)."""
+    ins = [(int(m.group(1), 16), m.group(2).strip()) for m in map(_SASS_LINE.match, sass.splitlines()) if m]
+    loops = []
+    for addr, text in ins:
+        b = _BRANCH.search(text)
+        if b and int(b.group(1), 16) < addr:
+            loops.append([t for a, t in ins if int(b.group(1), 16) <= a <= addr])
+    if not loops:
+        raise ValueError("no loop found in the disassembly")
+    body = max(loops, key=lambda lp: sum("GMMA" in t for t in lp))
+    ops = collections.Counter(re.sub(r"^@!?U?P\w+\s+", "", t).split()[0].split(".")[0] for t in body)
+    return {
+        "instructions": len(body),
+        "igmma": ops.get("IGMMA", 0),
+        "waits_each_step": any("DEPBAR.LE gsb0, 0x0" in t for t in body),
+        "mix": dict(ops.most_common(8)),
+    }
+
+
+def inspect(block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: int, packed: bool) -> dict[str, Any]:
+    k = compile_sm90(block_m, block_n, swap, num_warps, num_stages, packed)
+    with tempfile.TemporaryDirectory() as d:
+        cubin = Path(d) / "k.cubin"
+        cubin.write_bytes(k.asm["cubin"])
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", str(cubin)], check=True, capture_output=True, text=True)
+        res = subprocess.run([_tool("cuobjdump"), "-res-usage", str(cubin)], check=True, capture_output=True, text=True)
+    usage = re.search(r"REG:(\d+) STACK:(\d+)", res.stdout)
+    if usage is None:
+        raise ValueError(f"cuobjdump -res-usage printed no register count: {res.stdout[:200]}")
+    stats = loop_stats(sass.stdout)
+    regs, smem = int(usage.group(1)), int(k.metadata.shared)
+    ctas = min(65536 // (-(-regs * 32 // 256) * 256 * num_warps), 232448 // max(smem + 1024, 1), 64 // num_warps)
+    alu, mma = stats["instructions"] * num_warps / 4, block_m * block_n * 128 / 4096
+    step = (alu + mma if stats["waits_each_step"] else max(alu, mma)) if ctas < 2 else max(alu, mma)
+    m, n, kk = 1024, 4096, 4096
+    tiles = -(-m // block_m) * -(-n // block_n)
+    waves = -(-tiles // (132 * max(ctas, 1)))
+    stats.update(
+        config=f"{block_m}x{block_n} swap={swap} warps={num_warps} stages={num_stages}",
+        packed_dequant=packed,
+        registers=regs,
+        stack_bytes=int(usage.group(2)),
+        shared_bytes=smem,
+        ctas=ctas,
+        alu_clk=alu,
+        mma_clk=mma,
+        step_clk=step,
+        model_us=waves * max(ctas, 1) * step * (kk // 128) / 1755.0,
+    )
+    return stats
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", type=Path, default=None, help="write the report to this file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import triton
+
+    rows = [inspect(*shape, packed=packed) for shape in SHAPES for packed in (False, True)]
+    print(
+        f"{'config':40s} {'packed':>6s} {'instr':>6s} {'alu_clk':>7s} {'mma_clk':>7s} {'regs':>4s} {'smem':>6s} "
+        f"{'ctas':>4s} {'waits':>5s} {'step':>6s} {'model_us':>8s}"
+    )
+    for r in rows:
+        print(
+            f"{r['config']:40s} {r['packed_dequant']!s:>6s} {r['instructions']:6d} {r['alu_clk']:7.0f} "
+            f"{r['mma_clk']:7.0f} {r['registers']:4d} {r['shared_bytes']:6d} {r['ctas']:4d} "
+            f"{r['waits_each_step']!s:>5s} {r['step_clk']:6.0f} {r['model_us']:8.1f}"
+        )
+    emit_report({"triton": triton.__version__, "target": "sm_90a", "loops": rows}, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
