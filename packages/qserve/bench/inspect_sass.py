@@ -62,24 +62,63 @@ def _tool(name: str) -> str:
     return found
 
 
-def compile_sm90(
-    block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: int, packed: bool, **flags: bool
+def compile_for_sm90(
+    fn: Any, consts: dict[str, Any], ptr_types: dict[str, str], num_warps: int, num_stages: int
 ) -> Any:
-    """The W4A8 kernel (by default g128, even tiles, fp16 out; ``flags`` override the kernel's other constexprs)
-    compiled for sm_90a; the arguments Triton would specialise at run time (16-byte aligned pointers and strides)
-    are declared so."""
+    """Compile the Triton kernel ``fn`` for sm_90a with its constexprs ``consts``; pointer arguments get
+    ``ptr_types`` (Triton type strings), every other argument is i32. Pointers and integers are declared 16-byte
+    divisible, as Triton specialises them at run time for aligned tensors and strides."""
     # Triton 3.9 warns unless the FP-fusion default is named; 1 is its current default, so nothing changes.
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     import triton
     from triton.backends.compiler import GPUTarget  # type: ignore[import-untyped,import-not-found,unused-ignore]
     from triton.compiler import ASTSource  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    from qserve.kernels.w4a8_gemm import GROUP_SIZE, _w4a8_kernel
-
-    fn = _w4a8_kernel
     if not isinstance(fn, triton.runtime.JITFunction):
         raise RuntimeError("compiling for sm_90a needs real Triton kernels: unset TRITON_INTERPRET")
-    consts = dict(
+    names = list(fn.arg_names)
+    unknown = set(consts) - set(names)
+    if unknown:
+        raise ValueError(f"unknown kernel arguments {sorted(unknown)}; the kernel takes {names}")
+    sig = {n: "constexpr" if n in consts else ptr_types.get(n, "i32") for n in names}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in consts}
+    src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in consts.items()}, attrs=attrs)
+    return triton.compile(
+        src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages}
+    )
+
+
+def machine_code_stats(compiled: Any, num_warps: int) -> dict[str, Any]:
+    """:func:`loop_stats` of a compiled kernel plus its registers, stack, shared memory, how many of its programs
+    fit on one SM, and its main loop's issue time (warp-instructions at 4 per clock)."""
+    with tempfile.TemporaryDirectory() as d:
+        cubin = Path(d) / "k.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", str(cubin)], check=True, capture_output=True, text=True)
+        res = subprocess.run([_tool("cuobjdump"), "-res-usage", str(cubin)], check=True, capture_output=True, text=True)
+    usage = re.search(r"REG:(\d+) STACK:(\d+)", res.stdout)
+    if usage is None:
+        raise ValueError(f"cuobjdump -res-usage printed no register count: {res.stdout[:200]}")
+    stats = loop_stats(sass.stdout)
+    regs, smem = int(usage.group(1)), int(compiled.metadata.shared)
+    stats.update(
+        registers=regs,
+        stack_bytes=int(usage.group(2)),
+        shared_bytes=smem,
+        ctas=min(65536 // (-(-regs * 32 // 256) * 256 * num_warps), 232448 // max(smem + 1024, 1), 64 // num_warps),
+        alu_clk=stats["instructions"] * num_warps / 4,
+    )
+    return stats
+
+
+def compile_sm90(
+    block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: int, packed: bool, **flags: bool
+) -> Any:
+    """The W4A8 kernel (by default g128, even tiles, fp16 out; ``flags`` override the kernel's other constexprs)
+    compiled for sm_90a."""
+    from qserve.kernels.w4a8_gemm import GROUP_SIZE, _w4a8_kernel
+
+    consts: dict[str, Any] = dict(
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         BLOCK_K=GROUP_SIZE,
@@ -109,13 +148,7 @@ def compile_sm90(
         "bias_ptr": "*fp16",
         "y_ptr": "*fp16",
     }
-    names = list(fn.arg_names)
-    sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32") for n in names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n not in consts}
-    src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in consts.items()}, attrs=attrs)
-    return triton.compile(
-        src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": num_stages}
-    )
+    return compile_for_sm90(_w4a8_kernel, consts, ptrs, num_warps, num_stages)
 
 
 def loop_stats(sass: str) -> dict[str, Any]:
@@ -135,24 +168,14 @@ def loop_stats(sass: str) -> dict[str, Any]:
         "instructions": len(body),
         "igmma": ops.get("IGMMA", 0),
         "waits_each_step": any("DEPBAR.LE gsb0, 0x0" in t for t in body),
+        "ops": dict(ops),
         "mix": dict(ops.most_common(8)),
     }
 
 
 def inspect(block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: int, packed: bool) -> dict[str, Any]:
-    k = compile_sm90(block_m, block_n, swap, num_warps, num_stages, packed)
-    with tempfile.TemporaryDirectory() as d:
-        cubin = Path(d) / "k.cubin"
-        cubin.write_bytes(k.asm["cubin"])
-        sass = subprocess.run([_tool("cuobjdump"), "-sass", str(cubin)], check=True, capture_output=True, text=True)
-        res = subprocess.run([_tool("cuobjdump"), "-res-usage", str(cubin)], check=True, capture_output=True, text=True)
-    usage = re.search(r"REG:(\d+) STACK:(\d+)", res.stdout)
-    if usage is None:
-        raise ValueError(f"cuobjdump -res-usage printed no register count: {res.stdout[:200]}")
-    stats = loop_stats(sass.stdout)
-    regs, smem = int(usage.group(1)), int(k.metadata.shared)
-    ctas = min(65536 // (-(-regs * 32 // 256) * 256 * num_warps), 232448 // max(smem + 1024, 1), 64 // num_warps)
-    alu, mma = stats["instructions"] * num_warps / 4, block_m * block_n * 128 / 4096
+    stats = machine_code_stats(compile_sm90(block_m, block_n, swap, num_warps, num_stages, packed), num_warps)
+    ctas, alu, mma = stats["ctas"], stats["alu_clk"], block_m * block_n * 128 / 4096
     step = (alu + mma if stats["waits_each_step"] else max(alu, mma)) if ctas < 2 else max(alu, mma)
     m, n, kk = 1024, 4096, 4096
     tiles = -(-m // block_m) * -(-n // block_n)
@@ -160,11 +183,6 @@ def inspect(block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: 
     stats.update(
         config=f"{block_m}x{block_n} swap={swap} warps={num_warps} stages={num_stages}",
         packed_dequant=packed,
-        registers=regs,
-        stack_bytes=int(usage.group(2)),
-        shared_bytes=smem,
-        ctas=ctas,
-        alu_clk=alu,
         mma_clk=mma,
         step_clk=step,
         model_us=waves * max(ctas, 1) * step * (kk // 128) / 1755.0,
