@@ -69,11 +69,11 @@ def test_packed_dequant_covers_the_protective_range_extremes() -> None:
 
 
 def test_packed_dequant_ops_are_ptx_the_emulator_knows() -> None:
-    known = {"and.b32", "xor.b32", "shr.u32", "add.u32", "mul.lo.u32"}
-    assert {op for op, *_ in PACKED_DEQUANT_OPS} <= known
-    # Both outputs written, the input word read.
-    assert {d for _, d, _, _ in PACKED_DEQUANT_OPS} >= {"$0", "$1"}
-    assert any("$2" in (a, b) for _, _, a, b in PACKED_DEQUANT_OPS)
+    arity = {"and.b32": 2, "xor.b32": 2, "shr.u32": 2, "mad.lo.u32": 3}
+    assert all(op in arity and len(srcs) == arity[op] for op, _, *srcs in PACKED_DEQUANT_OPS)
+    # Both outputs written, every input read.
+    assert {d for _, d, *_ in PACKED_DEQUANT_OPS} >= {"$0", "$1"}
+    assert {"$2", "$3", "$4"} <= {x for _, _, *srcs in PACKED_DEQUANT_OPS for x in srcs}
 
 
 def _inspect_module() -> ModuleType:
@@ -115,4 +115,4 @@ def test_packed_dequant_compiles_for_sm90_in_every_variant(flags: dict[str, bool
     # The interpreter never runs the inline PTX, so ptxas must at least accept every variant of the kernel.
     pytest.importorskip("triton")
     k = _inspect_module().compile_sm90(32, 64, swap, 4, 2, packed=True, **flags)
-    assert "mul.lo.u32" in k.asm["ptx"] and len(k.asm["cubin"]) > 0
+    assert "mad.lo.u32 lo, lo, s, zb" in k.asm["ptx"] and len(k.asm["cubin"]) > 0

@@ -27,8 +27,9 @@ partial sums are added atomically (exact, integer) into a zeroed buffer and the 
 Packed dequantization (``W4A8Config(packed_dequant=True)``, CUDA only): the byte-wise code above compiles to a
 byte extract, a 16-bit multiply-add and a byte repack per weight (about 6 instructions each on sm_90). QServe's
 register-level parallelism (Sec. 5.2.1) instead works on four bytes of one output channel in one 32-bit register:
-``lo = w & 0x0F0F0F0F``, ``hi = (w >> 4) & 0x0F0F0F0F``, one 32-bit multiply by ``s2`` (no carry between bytes:
-``q4 * s2 = q8_hat - z2 <= 255`` whenever ``q8_hat`` and ``z2`` are int8) and a carry-free byte-wise add of ``z2``.
+``lo = w & 0x0F0F0F0F``, ``hi = (w >> 4) & 0x0F0F0F0F``, then one 32-bit multiply-add per half,
+``y = q4 * s2 + (z2 + 128)`` in every byte at once, and ``q8_hat = y ^ 0x80`` per byte. No byte carries into its
+neighbour: for int8 ``q8_hat`` and ``z2``, ``q4 * s2 = q8_hat - z2 <= 255`` and ``y = q8_hat + 128`` is in 0..255.
 It is inline PTX (:data:`PACKED_DEQUANT_OPS`), which the interpreter cannot run, so on the CPU the byte-wise path
 runs instead and :func:`emulate_packed_dequant` checks the PTX's arithmetic.
 """
@@ -82,34 +83,26 @@ class W4A8Config:
     packed_dequant: bool = False
 
 
-# The packed dequantization as PTX, one (op, dst, a, b) per instruction: $2 is a word of four weight bytes (two
+# The packed dequantization as PTX, one (op, dst, *sources) per instruction: $2 is a word of four weight bytes (two
 # nibbles each), $3 and $4 the same channel's s2 (uint8) and z2 (int8) in every byte; $0 and $1 receive the int8
-# weights of the low and the high nibbles. The byte-wise add is (x & 7f) + (z & 7f), top bits by xor, so no byte
-# carries into its neighbour.
-PACKED_DEQUANT_OPS: tuple[tuple[str, str, str, str], ...] = (
+# weights of the low and the high nibbles. Biasing by 128 keeps every byte's multiply-add in 0..255, so one 32-bit
+# mad serves four bytes; the xor removes the bias.
+PACKED_DEQUANT_OPS: tuple[tuple[str, ...], ...] = (
+    ("and.b32", "s", "$3", "0xFF"),
+    ("xor.b32", "zb", "$4", "0x80808080"),
     ("and.b32", "lo", "$2", "0x0F0F0F0F"),
     ("shr.u32", "hi", "$2", "4"),
     ("and.b32", "hi", "hi", "0x0F0F0F0F"),
-    ("and.b32", "s", "$3", "0xFF"),
-    ("and.b32", "zm", "$4", "0x7F7F7F7F"),
-    ("mul.lo.u32", "x", "lo", "s"),
-    ("and.b32", "t", "x", "0x7F7F7F7F"),
-    ("add.u32", "t", "t", "zm"),
-    ("xor.b32", "u", "x", "$4"),
-    ("and.b32", "u", "u", "0x80808080"),
-    ("xor.b32", "$0", "t", "u"),
-    ("mul.lo.u32", "x", "hi", "s"),
-    ("and.b32", "t", "x", "0x7F7F7F7F"),
-    ("add.u32", "t", "t", "zm"),
-    ("xor.b32", "u", "x", "$4"),
-    ("and.b32", "u", "u", "0x80808080"),
-    ("xor.b32", "$1", "t", "u"),
+    ("mad.lo.u32", "lo", "lo", "s", "zb"),
+    ("xor.b32", "$0", "lo", "0x80808080"),
+    ("mad.lo.u32", "hi", "hi", "s", "zb"),
+    ("xor.b32", "$1", "hi", "0x80808080"),
 )
 
 
 def _packed_dequant_asm() -> str:
-    regs = sorted({d for _, d, _, _ in PACKED_DEQUANT_OPS if not d.startswith("$")})
-    body = "".join(f"{op} {d}, {a}, {b};\n" for op, d, a, b in PACKED_DEQUANT_OPS)
+    regs = sorted({d for _, d, *_ in PACKED_DEQUANT_OPS if not d.startswith("$")})
+    body = "".join(f"{op} {d}, {', '.join(srcs)};\n" for op, d, *srcs in PACKED_DEQUANT_OPS)
     return "{\n.reg .b32 " + ", ".join(regs) + ";\n" + body + "}"
 
 
@@ -123,16 +116,16 @@ def emulate_packed_dequant(words: Tensor, s2: Tensor, z2: Tensor) -> tuple[Tenso
     def val(x: str) -> Tensor | int:
         return env[x] if x in env else int(x, 0)
 
-    for op, d, a, b in PACKED_DEQUANT_OPS:
-        x, y = val(a), val(b)
+    for op, d, *srcs in PACKED_DEQUANT_OPS:
+        x, y = val(srcs[0]), val(srcs[1])
         if op == "and.b32":
             r = x & y
         elif op == "xor.b32":
             r = x ^ y
         elif op == "shr.u32":
             r = x >> y
-        elif op in ("add.u32", "mul.lo.u32"):
-            r = (x + y if op == "add.u32" else x * y) & mask
+        elif op == "mad.lo.u32":
+            r = (x * y + val(srcs[2])) & mask
         else:  # pragma: no cover - the table above names only these
             raise AssertionError(op)
         env[d] = r  # type: ignore[assignment]
