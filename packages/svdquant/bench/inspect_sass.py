@@ -50,7 +50,9 @@ def _sass_tools() -> Any:
     return mod
 
 
-def inspect(block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: int) -> dict[str, Any]:
+def inspect(
+    block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: int, packed: bool = False
+) -> dict[str, Any]:
     from svdquant.kernels.gemm_w4a4 import _gemm_w4a4_kernel
 
     tools = _sass_tools()
@@ -67,6 +69,7 @@ def inspect(block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: 
         HAS_LORA=True,
         HAS_BIAS=False,
         IEEE_DOT=False,
+        PACKED=packed,
     )
     ptrs = {
         "a_ptr": "*i8",
@@ -85,6 +88,7 @@ def inspect(block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: 
     elements_per_thread = block_m * block_n // (32 * num_warps)
     stats.update(
         config=f"{block_m}x{block_n} swap={swap} warps={num_warps} stages={num_stages}",
+        packed_unpack=packed,
         scale_instructions=scale,
         elements_per_thread=elements_per_thread,
         scale_clk=scale * num_warps / 4,
@@ -105,14 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import triton  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-    rows = [inspect(*shape) for shape in SHAPES]
+    rows = [inspect(*shape, packed=packed) for shape in SHAPES for packed in (False, True)]
     print(
-        f"{'config':38s} {'instr':>5s} {'scale':>5s} {'alu_clk':>7s} {'scale_clk':>9s} {'mma_clk':>7s} "
+        f"{'config':38s} {'packed':>6s} {'instr':>5s} {'scale':>5s} {'alu_clk':>7s} {'scale_clk':>9s} {'mma_clk':>7s} "
         f"{'bf16_clk':>8s} {'ceiling':>7s} {'regs':>4s} {'ctas':>4s}"
     )
     for r in rows:
         print(
-            f"{r['config']:38s} {r['instructions']:5d} {r['scale_instructions']:5d} {r['alu_clk']:7.0f} "
+            f"{r['config']:38s} {r['packed_unpack']!s:>6s} {r['instructions']:5d} {r['scale_instructions']:5d} {r['alu_clk']:7.0f} "
             f"{r['scale_clk']:9.0f} {r['mma_clk']:7.0f} {r['bf16_clk']:8.0f} {r['ceiling_vs_bf16']:6.2f}x "
             f"{r['registers']:4d} {r['ctas']:4d}"
         )

@@ -151,6 +151,8 @@ CONFIGS = [
     GemmConfig(block_m=16, block_n=16, num_warps=1, num_stages=1),
     GemmConfig(block_m=16, block_n=32, swap=True, num_warps=1, num_stages=1),
     GemmConfig(block_m=32, block_n=16, swap=True, split_k=2, group_m=2, num_warps=1, num_stages=1),
+    # Packed unpacking is CUDA-only PTX; on the interpreter the flag must leave the result unchanged.
+    GemmConfig(block_m=16, block_n=32, num_warps=1, num_stages=1, packed_unpack=True),
 ]
 
 

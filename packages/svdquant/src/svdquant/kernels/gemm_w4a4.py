@@ -21,6 +21,14 @@ transposed tile ``W A^T``: the unpacked weight, which lives in registers, become
 ``wgmma`` may take from registers) and the token dimension becomes the MMA's N, which may be as small as 8 or 16;
 that is what small M needs. ``split_k`` splits the groups across programs for small M (fp32 partial sums added
 atomically into a zeroed buffer, then rounded once), so that a 16-token GEMM still occupies every SM.
+
+Packed unpacking (``GemmConfig(packed_unpack=True)``, CUDA only): the byte-wise unpacking compiles to byte extracts,
+16-bit arithmetic and byte repacks for each weight. Instead, four packed weight bytes sit in one 32-bit register and
+the sign extension of all eight nibbles takes 7 instructions (:data:`SIGN_EXTEND_OPS`, inline PTX): for a nibble
+``x`` in a byte, ``(x + 0x78) ^ 0x78`` is ``x`` for ``x < 8`` and ``x - 16`` otherwise, and ``x + 0x78 <= 0x87``
+never carries into the next byte. The interpreter cannot run inline PTX, so on the CPU the byte-wise path runs and
+:func:`emulate_sign_extend` checks the PTX's arithmetic. ``bench/inspect_sass.py`` counts what it saves; the
+per-group rescaling, not the unpacking, bounds this kernel on an H100 (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -43,13 +51,22 @@ try:  # Triton is optional: without it (or without CUDA) the reference below is 
 except ImportError:  # pragma: no cover - depends on the environment
     HAVE_TRITON = False
 
-__all__ = ["GemmConfig", "gemm_w4a4", "gemm_w4a4_ref", "int4_group_sums", "pick_gemm_config"]
+__all__ = [
+    "SIGN_EXTEND_OPS",
+    "GemmConfig",
+    "emulate_sign_extend",
+    "gemm_w4a4",
+    "gemm_w4a4_ref",
+    "int4_group_sums",
+    "pick_gemm_config",
+]
 
 
 @dataclass(frozen=True)
 class GemmConfig:
     """Launch shape of :func:`gemm_w4a4`: tile sizes (powers of two >= 16), operand order, K split, the number
-    of M tiles grouped for L2 reuse, warps and pipeline stages."""
+    of M tiles grouped for L2 reuse, warps and pipeline stages, and whether the weight is unpacked four bytes per
+    32-bit register (see the module docstring; CUDA only, the interpreter ignores it)."""
 
     block_m: int = 128
     block_n: int = 128
@@ -58,6 +75,45 @@ class GemmConfig:
     group_m: int = 8
     num_warps: int = 8
     num_stages: int = 3
+    packed_unpack: bool = False
+
+
+# The packed sign extension as PTX, one (op, dst, *sources) per instruction: $2 holds four weight bytes (two
+# nibbles each); $0 and $1 receive the int8 values of the low and the high nibbles.
+SIGN_EXTEND_OPS: tuple[tuple[str, ...], ...] = (
+    ("and.b32", "lo", "$2", "0x0F0F0F0F"),
+    ("add.u32", "lo", "lo", "0x78787878"),
+    ("xor.b32", "$0", "lo", "0x78787878"),
+    ("shr.u32", "hi", "$2", "4"),
+    ("and.b32", "hi", "hi", "0x0F0F0F0F"),
+    ("add.u32", "hi", "hi", "0x78787878"),
+    ("xor.b32", "$1", "hi", "0x78787878"),
+)
+
+
+def _sign_extend_asm() -> str:
+    regs = sorted({d for _, d, *_ in SIGN_EXTEND_OPS if not d.startswith("$")})
+    body = "".join(f"{op} {d}, {', '.join(srcs)};\n" for op, d, *srcs in SIGN_EXTEND_OPS)
+    return "{\n.reg .b32 " + ", ".join(regs) + ";\n" + body + "}"
+
+
+def emulate_sign_extend(words: Tensor) -> tuple[Tensor, Tensor]:
+    """Run :data:`SIGN_EXTEND_OPS` on 32-bit words (int64 in [0, 2^32)) as the GPU would; returns the ``$0`` and
+    ``$1`` words (int64 in [0, 2^32))."""
+    env: dict[str, Tensor] = {"$2": words}
+    for op, d, a, b in SIGN_EXTEND_OPS:
+        x, y = env[a], (env[b] if b in env else int(b, 0))
+        if op == "and.b32":
+            env[d] = x & y
+        elif op == "xor.b32":
+            env[d] = x ^ y
+        elif op == "shr.u32":
+            env[d] = x >> y
+        elif op == "add.u32":
+            env[d] = (x + y) & 0xFFFFFFFF
+        else:  # pragma: no cover - the table above names only these
+            raise AssertionError(op)
+    return env["$0"], env["$1"]
 
 
 def pick_gemm_config(m: int, n: int, k: int, group_size: int) -> GemmConfig:
@@ -157,6 +213,7 @@ def gemm_w4a4_ref(
 
 
 if HAVE_TRITON:
+    _SIGN_EXTEND_ASM = tl.constexpr(_sign_extend_asm())
 
     @triton.jit
     def _unpack_weight(wp, BLOCK_N: tl.constexpr, GROUP: tl.constexpr):
@@ -202,6 +259,7 @@ if HAVE_TRITON:
         HAS_LORA: tl.constexpr,
         HAS_BIAS: tl.constexpr,
         IEEE_DOT: tl.constexpr,
+        PACKED: tl.constexpr,
     ):
         HALF: tl.constexpr = GROUP // 2
         # Grouped tile order: GROUP_M row tiles walk the N tiles together, so their weight tiles stay in L2.
@@ -243,7 +301,13 @@ if HAVE_TRITON:
             else:
                 wp = tl.load(w_ptrs, mask=mask_n[:, None], other=0)
                 w_s = tl.load(ws_ptrs, mask=mask_n, other=0.0).to(tl.float32)
-            w = _unpack_weight(wp, BLOCK_N, GROUP)
+            if PACKED:
+                lo, hi = tl.inline_asm_elementwise(
+                    _SIGN_EXTEND_ASM, "=r,=r,r", [wp], dtype=(tl.int8, tl.int8), is_pure=True, pack=4
+                )
+                w = tl.reshape(tl.join(lo, hi), (BLOCK_N, GROUP))
+            else:
+                w = _unpack_weight(wp, BLOCK_N, GROUP)
             if SWAP:
                 part = tl.dot(w, tl.trans(a), out_dtype=tl.int32)  # [BLOCK_N, BLOCK_M]
                 acc += part.to(tl.float32) * (w_s[:, None] * a_s[None, :])
@@ -373,6 +437,7 @@ def gemm_w4a4(
         HAS_BIAS=bias is not None,
         # fp32 must not fall back to TF32; on CPU tensors (the interpreter) bf16 dots are wrong, so widen.
         IEEE_DOT=proj_up.dtype == torch.float32 or not codes.is_cuda,
+        PACKED=cfg.packed_unpack and codes.is_cuda,  # inline PTX: not for the interpreter
         num_warps=cfg.num_warps,
         num_stages=cfg.num_stages,
     )
