@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,29 +191,49 @@ def inspect(block_m: int, block_n: int, swap: bool, num_warps: int, num_stages: 
     return stats
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def table_main(
+    argv: list[str] | None,
+    description: str,
+    make_rows: Callable[[], list[dict[str, Any]]],
+    columns: list[tuple[str, str, str]],
+    extra: dict[str, Any],
+) -> int:
+    """The command line of an inspector: ``--json PATH``; prints ``make_rows()`` as a table of ``columns``
+    (header, key, format spec) and then the JSON report (``extra`` plus Triton's version, target and rows)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, default=None, help="write the report to this file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    import triton
+
+    rows = make_rows()
+    widths = [max(len(h), len(format(rows[0][k], f))) if rows else len(h) for h, k, f in columns]
+    print(" ".join(h.rjust(w) for (h, _, _), w in zip(columns, widths, strict=True)))
+    for r in rows:
+        print(" ".join(format(r[k], f).rjust(w) for (_, k, f), w in zip(columns, widths, strict=True)))
+    emit_report({"triton": triton.__version__, "target": "sm_90a", **extra, "loops": rows}, args.json)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    import triton
-
-    rows = [inspect(*shape, packed=packed) for shape in SHAPES for packed in (False, True)]
-    print(
-        f"{'config':40s} {'packed':>6s} {'instr':>6s} {'alu_clk':>7s} {'mma_clk':>7s} {'regs':>4s} {'smem':>6s} "
-        f"{'ctas':>4s} {'waits':>5s} {'step':>6s} {'model_us':>8s}"
+    return table_main(
+        argv,
+        __doc__ or "",
+        lambda: [inspect(*shape, packed=packed) for shape in SHAPES for packed in (False, True)],
+        [
+            ("config", "config", "40s"),
+            ("packed", "packed_dequant", ""),
+            ("instr", "instructions", "d"),
+            ("alu_clk", "alu_clk", ".0f"),
+            ("mma_clk", "mma_clk", ".0f"),
+            ("regs", "registers", "d"),
+            ("smem", "shared_bytes", "d"),
+            ("ctas", "ctas", "d"),
+            ("waits", "waits_each_step", ""),
+            ("step", "step_clk", ".0f"),
+            ("model_us", "model_us", ".1f"),
+        ],
+        {},
     )
-    for r in rows:
-        print(
-            f"{r['config']:40s} {r['packed_dequant']!s:>6s} {r['instructions']:6d} {r['alu_clk']:7.0f} "
-            f"{r['mma_clk']:7.0f} {r['registers']:4d} {r['shared_bytes']:6d} {r['ctas']:4d} "
-            f"{r['waits_each_step']!s:>5s} {r['step_clk']:6.0f} {r['model_us']:8.1f}"
-        )
-    emit_report({"triton": triton.__version__, "target": "sm_90a", "loops": rows}, args.json)
-    return 0
 
 
 if __name__ == "__main__":

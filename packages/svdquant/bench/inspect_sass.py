@@ -21,9 +21,7 @@ reach on the FP32 pipes, however well everything else overlaps.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,33 +97,28 @@ def inspect(
     return stats
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", type=Path, default=None, help="write the report to this file")
-    return p.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    import triton  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-    rows = [inspect(*shape, packed=packed) for shape in SHAPES for packed in (False, True)]
-    print(
-        f"{'config':38s} {'packed':>6s} {'instr':>5s} {'scale':>5s} {'alu_clk':>7s} {'scale_clk':>9s} {'mma_clk':>7s} "
-        f"{'bf16_clk':>8s} {'ceiling':>7s} {'regs':>4s} {'ctas':>4s}"
-    )
-    for r in rows:
-        print(
-            f"{r['config']:38s} {r['packed_unpack']!s:>6s} {r['instructions']:5d} {r['scale_instructions']:5d} {r['alu_clk']:7.0f} "
-            f"{r['scale_clk']:9.0f} {r['mma_clk']:7.0f} {r['bf16_clk']:8.0f} {r['ceiling_vs_bf16']:6.2f}x "
-            f"{r['registers']:4d} {r['ctas']:4d}"
+    return int(
+        _sass_tools().table_main(
+            argv,
+            __doc__ or "",
+            lambda: [inspect(*shape, packed=packed) for shape in SHAPES for packed in (False, True)],
+            [
+                ("config", "config", "38s"),
+                ("packed", "packed_unpack", ""),
+                ("instr", "instructions", "d"),
+                ("scale", "scale_instructions", "d"),
+                ("alu_clk", "alu_clk", ".0f"),
+                ("scale_clk", "scale_clk", ".0f"),
+                ("mma_clk", "mma_clk", ".0f"),
+                ("bf16_clk", "bf16_clk", ".0f"),
+                ("ceiling", "ceiling_vs_bf16", ".2f"),
+                ("regs", "registers", "d"),
+                ("ctas", "ctas", "d"),
+            ],
+            {"group_size": GROUP},
         )
-    report = {"triton": triton.__version__, "target": "sm_90a", "group_size": GROUP, "loops": rows}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
-    return 0
+    )
 
 
 if __name__ == "__main__":
