@@ -6,7 +6,10 @@
 # packed (inline-PTX) dequantization next to the byte-wise one), then the module and engine checks. PARTS (default
 # "qserve_kernels svdquant_gemm svdquant_layers qserve_engine") picks and orders them. The timeouts add up to 690 s,
 # over one device call's 600 s: run PARTS="qserve_kernels svdquant_gemm" (450 s at most) in one call and the two
-# checks in the next, on the same warm machine.
+# checks in the next, on the same warm machine. Through this workplace's device tool, with the pydantic wheels for the
+# GPU image's Python in .whl/ (carried):
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+#   PARTS="qserve_kernels svdquant_gemm" bash packages/qserve/bench/gpu_suite.sh
 # Installs nothing and reaches no network. Extra pure-Python packages the GPU image lacks (e.g. pydantic built for
 # its Python) may sit in $EXTRA_SITE (default /tmp/site) and are put on PYTHONPATH. Each part has its own timeout;
 # a failing part is logged and the suite goes on. Results land in $OUT: suite.log, status.txt (part -> exit code)
