@@ -158,6 +158,10 @@ def _gemm_candidates(m: int, packed: bool) -> list[Any]:
             C(block_m=128, block_n=128, swap=True, num_warps=8, num_stages=3),
             C(block_m=64, block_n=128, swap=True, num_warps=4, num_stages=4),
             C(block_m=256, block_n=128, num_warps=8, num_stages=3),
+            # Two programs per SM (registers and shared memory allow it): one's dequantization can fill the
+            # other's wgmma wait (bench/inspect_sass.py).
+            C(block_m=128, block_n=128, num_warps=8, num_stages=4),
+            C(block_m=128, block_n=64, num_warps=4, num_stages=4),
         ]
     return shapes + ([replace(c, packed_dequant=True) for c in shapes] if packed else [])
 
