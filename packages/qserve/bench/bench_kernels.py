@@ -12,7 +12,8 @@ Before timing it checks the kernels against the PyTorch references at small odd 
 that, also on a CPU under ``TRITON_INTERPRET=1``). ``--sweep`` times candidate launch configs per M first and uses
 the best. The packed dequantization (``W4A8Config(packed_dequant=True)``, inline PTX) is checked on its own: if it
 disagrees with the reference it is left out of the sweep; otherwise every candidate is also swept with it, and each
-M reports the chosen launch shape with byte-wise and with packed dequantization side by side (``packed_speedup``).
+M reports the chosen launch shape (unswapped where the sweep picked swapped operands, which packing does not
+support) with byte-wise and with packed dequantization side by side (``packed_speedup``).
 
     python packages/qserve/bench/bench_kernels.py --json out.json [--sweep]
 """
@@ -77,7 +78,7 @@ def check(device: str) -> dict[str, float]:
     packed_cfgs = (
         W4A8Config(packed_dequant=True),
         W4A8Config(16, 32, num_warps=4, num_stages=2, packed_dequant=True),
-        W4A8Config(32, 16, swap=True, split_k=3, packed_dequant=True),
+        W4A8Config(32, 16, split_k=3, num_warps=4, packed_dequant=True),
     )
     for cfg in packed_cfgs:
         got = w4a8_gemm(qa, a_s, qw, s1, s2, z2, bias, torch.float32, config=cfg)
@@ -138,7 +139,7 @@ def graph_ms(fn: Callable[[], object], iters: int) -> float:
 
 
 def _gemm_candidates(m: int, packed: bool) -> list[Any]:
-    """Launch shapes to sweep at this M; with ``packed``, each also with packed dequantization."""
+    """Launch shapes to sweep at this M; with ``packed``, each unswapped one also with packed dequantization."""
     from dataclasses import replace
 
     from qserve.kernels.w4a8_gemm import W4A8Config as C
@@ -163,7 +164,9 @@ def _gemm_candidates(m: int, packed: bool) -> list[Any]:
             C(block_m=128, block_n=128, num_warps=8, num_stages=4),
             C(block_m=128, block_n=64, num_warps=4, num_stages=4),
         ]
-    return shapes + ([replace(c, packed_dequant=True) for c in shapes] if packed else [])
+    if m <= 64:  # decode sizes want swapped operands, which packed dequantization does not support
+        shapes += [C(block_m=bm, block_n=bn, num_warps=4, num_stages=4) for bn in (32, 64)]
+    return shapes + ([replace(c, packed_dequant=True) for c in shapes if not c.swap] if packed else [])
 
 
 def _best(label: str, fn: Callable[[Any], object], cands: list[Any], iters: int) -> tuple[Any, list[list[Any]]]:
@@ -224,6 +227,8 @@ def _gemm_row(
         from qserve.kernels.w4a8_gemm import pick_w4a8_config
 
         shape = cfg if cfg is not None else pick_w4a8_config(m, n, k)
+        if shape.swap:  # packed dequantization needs unswapped operands: compare at the same tile, unswapped
+            shape = replace(shape, swap=False, split_k=1)
         for mode, flag in (("bytewise", False), ("packed", True)):
             c = replace(shape, packed_dequant=flag)
             row[f"{mode}_ms"] = graph_ms(

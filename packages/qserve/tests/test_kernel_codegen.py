@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -101,18 +102,54 @@ def test_packed_dequant_halves_the_main_loop_on_sm90() -> None:
     assert packed["stack_bytes"] == 0
 
 
+def _scale_registers_are_splats(ptx: str) -> list[str]:
+    """The packed code multiplies by byte 0 of its ``s2`` register, so each such register must hold one channel's
+    scale in all four bytes: a constant splat or ``prmt`` of one byte into all four. Returns the offenders."""
+    defs: dict[str, tuple[str, list[str]]] = {}
+    for line in ptx.splitlines():
+        m = re.match(r"\s*([a-z][\w.]*)\s+(%r\d+),\s*(.*);", line)
+        if m:
+            defs[m.group(2)] = (m.group(1), [x.strip() for x in m.group(3).split(",")])
+    bad = []
+    for reg in re.findall(r"and\.b32 s, (%r\d+), 0xFF;", ptx):
+        op, args = defs.get(reg, ("?", []))
+        if op == "mov.b32" and args and int(args[0], 0) % 0x01010101 == 0:
+            continue  # a constant with four equal bytes
+        if op == "prmt.b32" and args[0] == args[1] and args[2] == "0x5410U":
+            inner_op, inner = defs.get(args[0], ("?", []))
+            if inner_op == "prmt.b32" and inner[0] == inner[1] and inner[2] == "0x3340U":
+                continue  # one byte copied into all four
+        bad.append(f"{reg} = {op} {', '.join(args)}")
+    return bad
+
+
 @needs_compiler
 @pytest.mark.parametrize(
     "flags",
     [
+        {},
         {"EVEN_M": False, "EVEN_N": False, "HAS_BIAS": True, "OUT_BF16": True},
         {"PER_GROUP": False},
         {"RAW_INT": True},
     ],
 )
-@pytest.mark.parametrize("swap", [False, True])
-def test_packed_dequant_compiles_for_sm90_in_every_variant(flags: dict[str, bool], swap: bool) -> None:
-    # The interpreter never runs the inline PTX, so ptxas must at least accept every variant of the kernel.
+@pytest.mark.parametrize(("block_m", "block_n", "warps"), [(32, 64, 4), (16, 16, 4), (128, 128, 8), (256, 128, 8)])
+def test_packed_dequant_keeps_one_channel_per_register_on_sm90(
+    flags: dict[str, bool], block_m: int, block_n: int, warps: int
+) -> None:
+    # The interpreter never runs the inline PTX: ptxas must accept every variant, and in each the four bytes a
+    # register holds must share one channel's scale.
     pytest.importorskip("triton")
-    k = _inspect_module().compile_sm90(32, 64, swap, 4, 2, packed=True, **flags)
-    assert "mad.lo.u32 lo, lo, s, zb" in k.asm["ptx"] and len(k.asm["cubin"]) > 0
+    k = _inspect_module().compile_sm90(block_m, block_n, False, warps, 2, packed=True, **flags)
+    ptx = k.asm["ptx"]
+    assert "mad.lo.u32 lo, lo, s, zb" in ptx and len(k.asm["cubin"]) > 0
+    assert re.findall(r"and\.b32 s, (%r\d+), 0xFF;", ptx)
+    assert _scale_registers_are_splats(ptx) == []
+
+
+@needs_compiler
+def test_the_swapped_layout_would_mix_channels_in_a_register() -> None:
+    # Why w4a8_gemm refuses packed_dequant with swap=True: there a register's bytes come from two channels.
+    pytest.importorskip("triton")
+    k = _inspect_module().compile_sm90(32, 64, True, 4, 2, packed=True)
+    assert _scale_registers_are_splats(k.asm["ptx"]) != []

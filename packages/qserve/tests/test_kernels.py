@@ -338,6 +338,10 @@ def test_gemm_kernel_rejects_bad_launches() -> None:
         w4a8_gemm(qa, a_scale, qweight, s1, s2, z2, config=W4A8Config(split_k=3))
     with pytest.raises(InputError, match="block_n must be a power of two"):
         w4a8_gemm(qa, a_scale, qweight, s1, s2, z2, config=W4A8Config(block_n=24))
+    with pytest.raises(InputError, match="swap=False"):
+        w4a8_gemm(qa, a_scale, qweight, s1, s2, z2, config=W4A8Config(swap=True, packed_dequant=True))
+    with pytest.raises(InputError, match="4 weight bytes per thread"):
+        w4a8_gemm(qa, a_scale, qweight, s1, s2, z2, config=W4A8Config(block_n=16, num_warps=16, packed_dequant=True))
     with pytest.raises(InputError, match="qa must be 2-D int8"):
         w4a8_gemm(qa.float(), a_scale, qweight, s1, s2, z2)  # type: ignore[arg-type]
 

@@ -24,14 +24,18 @@ registers, becomes the left MMA operand and the token count becomes the MMA's N 
 which is what decode-size M needs. ``split_k`` splits the K steps across programs for small M: their int32
 partial sums are added atomically (exact, integer) into a zeroed buffer and the epilogue runs once afterwards.
 
-Packed dequantization (``W4A8Config(packed_dequant=True)``, CUDA only): the byte-wise code above compiles to a
-byte extract, a 16-bit multiply-add and a byte repack per weight (about 6 instructions each on sm_90). QServe's
+Packed dequantization (``W4A8Config(packed_dequant=True)``, CUDA only, ``swap=False``): the byte-wise code compiles
+to a byte extract, a 16-bit multiply-add and a byte repack per weight (about 6 instructions each on sm_90). QServe's
 register-level parallelism (Sec. 5.2.1) instead works on four bytes of one output channel in one 32-bit register:
 ``lo = w & 0x0F0F0F0F``, ``hi = (w >> 4) & 0x0F0F0F0F``, then one 32-bit multiply-add per half,
 ``y = q4 * s2 + (z2 + 128)`` in every byte at once, and ``q8_hat = y ^ 0x80`` per byte. No byte carries into its
 neighbour: for int8 ``q8_hat`` and ``z2``, ``q4 * s2 = q8_hat - z2 <= 255`` and ``y = q8_hat + 128`` is in 0..255.
-It is inline PTX (:data:`PACKED_DEQUANT_OPS`), which the interpreter cannot run, so on the CPU the byte-wise path
-runs instead and :func:`emulate_packed_dequant` checks the PTX's arithmetic.
+The four bytes must belong to one channel (they share ``s2``): Triton's layout of the loaded weight tile gives each
+thread 16 consecutive bytes of a row, but with ``swap`` the MMA's register layout reaches back to the load and pairs
+two channels in a register, so packing is refused there. It is inline PTX (:data:`PACKED_DEQUANT_OPS`), which the
+interpreter cannot run, so on the CPU the byte-wise path runs instead; :func:`emulate_packed_dequant` checks the PTX's
+arithmetic and ``tests/test_kernel_codegen.py`` that each register's ``s2`` is one channel's in every compiled
+variant.
 """
 
 from __future__ import annotations
@@ -457,6 +461,15 @@ def w4a8_gemm(
     for name, v in (("block_m", cfg.block_m), ("block_n", cfg.block_n)):
         if v < 16 or v & (v - 1):
             raise InputError(f"{name} must be a power of two >= 16, found {v}")
+    if cfg.packed_dequant and cfg.swap:
+        # With the weight as the MMA's register operand, Triton lays out a register's four bytes over two output
+        # channels, and the packed code applies one channel's scale to all four (tests/test_kernel_codegen.py).
+        raise InputError("packed_dequant=True needs swap=False: the swapped layout mixes two channels in a register")
+    if cfg.packed_dequant and cfg.block_n * GROUP_SIZE // 2 < 4 * 32 * cfg.num_warps:
+        raise InputError(
+            f"packed_dequant=True needs at least 4 weight bytes per thread: block_n * 64 >= 128 * num_warps, "
+            f"found block_n={cfg.block_n}, num_warps={cfg.num_warps}"
+        )
     dtype = a_scale.dtype if out_dtype is None else out_dtype
     raw = cfg.split_k > 1
     device = qa.device
@@ -464,6 +477,9 @@ def w4a8_gemm(
     if m == 0 or n == 0:
         return y.to(dtype)
     qa, qweight = qa.contiguous(), qweight.contiguous()
+    if cfg.packed_dequant and qweight.data_ptr() % 16:
+        # 16-byte aligned rows are what lays four bytes of one channel into each register; a fresh copy is aligned.
+        qweight = qweight.clone()
     a_scale, s1_scales = a_scale.contiguous(), s1_scales.contiguous()
     bias = bias.contiguous() if bias is not None else None
     per_group = s1_szeros is None
