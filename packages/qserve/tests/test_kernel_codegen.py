@@ -4,6 +4,7 @@ on the CPU; nothing runs on a GPU)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -77,6 +78,7 @@ def test_packed_dequant_ops_are_ptx_the_emulator_knows() -> None:
     assert {"$2", "$3", "$4"} <= {x for _, _, *srcs in PACKED_DEQUANT_OPS for x in srcs}
 
 
+@functools.cache  # one load of the script per test session
 def _inspect_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("qserve_inspect_sass", BENCH / "inspect_sass.py")
     assert spec is not None and spec.loader is not None

@@ -45,7 +45,7 @@ def check(device: str, packed: bool = False) -> float:
     ``packed``, the GEMM's launch shapes run with packed unpacking (inline PTX) instead."""
     from dataclasses import replace
 
-    from svdquant.kernels.gemm_w4a4 import gemm_w4a4, gemm_w4a4_ref
+    from svdquant.kernels.gemm_w4a4 import gemm_w4a4, gemm_w4a4_ref, pick_gemm_config
     from svdquant.kernels.quantize_act import quantize_act_fused, quantize_act_fused_ref
 
     gen = torch.Generator().manual_seed(0)
@@ -68,8 +68,6 @@ def check(device: str, packed: bool = False) -> float:
         if cfg is not None and (k // 64) % cfg.split_k:
             continue
         if packed:
-            from svdquant.kernels.gemm_w4a4 import pick_gemm_config
-
             cfg = replace(cfg if cfg is not None else pick_gemm_config(m, n, k, 64), packed_unpack=True)
         y = gemm_w4a4(*got[:2], qw.qweight, qw.wscales, want[2], pu, bias, config=cfg).float()
         err = max(err, float((y - y_ref).abs().max() / y_ref.abs().max()))

@@ -21,6 +21,7 @@ reach on the FP32 pipes, however well everything else overlaps.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -38,6 +39,7 @@ SHAPES: tuple[tuple[int, int, bool, int, int], ...] = (
 GROUP = 64
 
 
+@functools.cache
 def _sass_tools() -> Any:
     spec = importlib.util.spec_from_file_location("qserve_inspect_sass", _QSERVE_BENCH)
     if spec is None or spec.loader is None or not _QSERVE_BENCH.exists():

@@ -4,6 +4,7 @@ arithmetic, emulated on 32-bit words."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -34,6 +35,7 @@ def test_packed_sign_extension_is_exact_for_every_byte_in_every_position() -> No
     assert {op for op, *_ in SIGN_EXTEND_OPS} <= {"and.b32", "add.u32", "xor.b32", "shr.u32"}
 
 
+@functools.cache  # one load of the script per test session
 def _inspect_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("svdquant_inspect_sass", SCRIPT)
     assert spec is not None and spec.loader is not None
